@@ -1,0 +1,5 @@
+"""Fits: pure maths over ``Observation`` records (numpy, scipy, statsmodels only)."""
+
+from fits.observation import Observation
+
+__all__ = ["Observation"]

@@ -1,0 +1,1 @@
+"""Reports: the review, figures, the PDF and the `ladder` command line."""

@@ -1,0 +1,56 @@
+"""The ``ladder`` command line.
+
+Each subcommand lives in its own module under ``reports.commands`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int``. Modules are
+imported only when the command line is built, and the heavy ones import their framework only
+inside ``func``, so ``ladder --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from proxy import __version__
+
+# Order is the order shown in ``ladder --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ladder",
+        description=(
+            "Tune a Mixture-of-Experts training run on a ladder of small proxy models, fit how "
+            "the optimal settings move with size, and extrapolate one config for the full-size "
+            "run with confidence intervals, a PDF report and a GO / NO-GO / INCONCLUSIVE verdict."),
+    )
+    parser.add_argument("--version", action="version", version=f"proxy-transfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"reports.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad input: one clear line naming what is wrong, non-zero exit, no traceback.
+        print(f"ladder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `ladder` command line, one module each."""

@@ -1,0 +1,1 @@
+"""Transfer: climb the ladder, extrapolate the plan."""
