@@ -51,6 +51,7 @@ class ModelConfig:
     # Parametrization (see proxy.parametrization).
     parametrization: Parametrization = "sp"
     base_d_model: int = 0              # width the muP multipliers are relative to; 0 means d_model
+    base_head_dim: int = 0             # head size at the base width (muP attention scale); 0 means head_dim
     depth_scaling: bool = False        # CompleteP-style residual-branch scaling by base_n_layers / n_layers
     base_n_layers: int = 0             # depth the depth rule is relative to; 0 means n_layers
 
@@ -64,7 +65,7 @@ class ModelConfig:
             if value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be positive, got {value!r}")
         non_negative = ("n_shared_experts", "n_dense_layers", "d_dense_ff", "base_d_model",
-                        "base_n_layers")
+                        "base_head_dim", "base_n_layers")
         for name in non_negative:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
