@@ -19,6 +19,7 @@ from proxy import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "bench",
+    "demo",
 )
 
 

@@ -1,0 +1,206 @@
+"""Training-step throughput of the ladder's rungs, measured side by side in one run.
+
+Framework-free: it calls each backend's ``benchmark_steps`` (``proxy.backends``) and the
+framework's matrix-multiply timer (``proxy.bench_torch`` / ``proxy.bench_jax``), both imported
+lazily by name, so ``import proxy.bench`` loads no framework.
+
+What is measured, per rung and backend:
+
+- tokens per second of a full training step (forward, backward, AdamW) with the fast expert
+  dispatch and with the per-expert masked loop. The two are *interleaved* (fast, loop, fast,
+  loop, ...) for ``repeats`` rounds and the medians reported, so a slow minute on a shared
+  machine hits both alike and cancels in their ratio;
+- model-FLOPs utilisation: ``MFU = train_flops_per_token * tokens_per_s / peak`` with
+  ``train_flops_per_token = 6 N_active_non_embedding + 6 n_layers seq_len d_attn`` (Kaplan et
+  al. 2020; ``proxy.flops``) and ``peak`` the FLOP/s of a large float32 matrix product timed in
+  the same framework, with the same threads, in the same run (the best of a timing before and
+  one after the rungs).
+
+With two backends, the fast step times of both are also put side by side (their ratio) with
+JAX's compile time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import statistics
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+from proxy.backends import load_backend
+from proxy.flops import param_counts, train_flops_per_token
+from proxy.ladder import Rung
+
+_PEAK_MODULES = {"torch": "proxy.bench_torch", "jax": "proxy.bench_jax"}
+DISPATCHES = ("fast", "loop")
+
+
+def _peak_module(backend: str) -> ModuleType:
+    if backend not in _PEAK_MODULES:
+        raise ValueError(f"backend must be one of {', '.join(_PEAK_MODULES)} for benchmarks, got {backend!r}")
+    return importlib.import_module(_PEAK_MODULES[backend])
+
+
+def set_threads(backend: str, n: int) -> int:
+    """Set the framework's intra-op thread count (0 leaves it); returns the count in effect."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"threads must be an int >= 0, got {n!r}")
+    return _peak_module(backend).set_threads(n)
+
+
+def matmul_peak(backend: str, n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """FLOP/s of a large square matrix product in ``backend``'s framework."""
+    return _peak_module(backend).matmul_peak(n=n, repeats=repeats, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class DispatchTiming:
+    """Medians over the interleaved repetitions; ``samples`` are each repetition's step seconds."""
+
+    dispatch: str
+    step_s: float
+    tokens_per_s: float
+    mfu: float
+    samples: tuple[float, ...]
+    compile_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RungBench:
+    rung: str
+    backend: str
+    params_total: int
+    params_active: int
+    flops_per_token: float
+    batch_size: int
+    timings: tuple[DispatchTiming, ...]
+
+    def timing(self, dispatch: str) -> DispatchTiming:
+        for t in self.timings:
+            if t.dispatch == dispatch:
+                return t
+        raise KeyError(dispatch)
+
+    @property
+    def fast_over_loop(self) -> float:
+        """Speed-up of the fast dispatch over the per-expert loop (ratio of tokens/s)."""
+        return self.timing("fast").tokens_per_s / self.timing("loop").tokens_per_s
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    rows: tuple[RungBench, ...]
+    peak_flops: dict[str, float]             # backend -> FLOP/s of the large matmul
+    threads: dict[str, int]
+    steps: int
+    repeats: int
+    dtype: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for row, out in zip(self.rows, data["rows"]):
+            try:
+                out["fast_over_loop"] = row.fast_over_loop
+            except KeyError:
+                pass
+        data["jax_over_torch"] = {rung: ratio for rung, ratio in self.jax_vs_torch().items()}
+        return data
+
+    def jax_vs_torch(self) -> dict[str, float]:
+        """Rung -> torch fast step time / JAX fast step time (> 1: JAX is faster)."""
+        out: dict[str, float] = {}
+        by_key = {(r.rung, r.backend): r for r in self.rows}
+        for (rung, backend), row in by_key.items():
+            if backend == "torch" and (rung, "jax") in by_key:
+                out[rung] = row.timing("fast").step_s / by_key[(rung, "jax")].timing("fast").step_s
+        return out
+
+    def table(self) -> str:
+        """An aligned plain-text table, one line per rung and backend."""
+        head = ("rung", "backend", "params", "active", "MFLOP/tok", "fast tok/s", "loop tok/s",
+                "fast/loop", "MFU fast", "MFU loop", "compile s")
+        lines = [head]
+        for r in self.rows:
+            fast, loop = r.timing("fast"), r.timing("loop")
+            lines.append((r.rung, r.backend, _si(r.params_total), _si(r.params_active),
+                          f"{r.flops_per_token / 1e6:.2f}", f"{fast.tokens_per_s:,.0f}",
+                          f"{loop.tokens_per_s:,.0f}", f"{r.fast_over_loop:.2f}x",
+                          f"{100 * fast.mfu:.1f}%", f"{100 * loop.mfu:.1f}%",
+                          "-" if fast.compile_s is None else f"{fast.compile_s:.1f}"))
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        text = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                for line in lines]
+        text.insert(1, "  ".join("-" * w for w in widths))
+        peaks = ", ".join(f"{b} {p / 1e9:.0f} GFLOP/s ({self.threads.get(b, '?')} threads)"
+                          for b, p in self.peak_flops.items())
+        text.append("")
+        text.append(f"matmul peak ({self.dtype}, 2048^3): {peaks}; {self.steps} timed steps x "
+                    f"{self.repeats} interleaved repetitions, medians")
+        ratios = self.jax_vs_torch()
+        if ratios:
+            text.append("torch fast step time / JAX fast step time: " +
+                        ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+        text.extend(self.notes)
+        return "\n".join(text)
+
+
+def _si(n: float) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}"
+    return f"{n:.0f}"
+
+
+def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, steps: int = 5,
+                repeats: int = 3, batch_size: int | None = None, warmup: int = 2, threads: int = 0,
+                dtype: str = "float32", log: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark every rung with every backend, the dispatches interleaved ``repeats`` times.
+
+    ``batch_size`` (sequences per step) defaults to each rung's own. Returns medians.
+    """
+    for name, value, low in (("steps", steps, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not rungs:
+        raise ValueError("rungs must not be empty")
+    modules = {b: load_backend(b) for b in backends}
+    used = {b: set_threads(b, threads) for b in backends}
+    peaks = {b: matmul_peak(b, dtype=dtype) for b in backends}
+    rows = []
+    for rung in rungs:
+        bs = batch_size or rung.batch_size
+        samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for rep in range(repeats):
+            # Interleave: every (backend, dispatch) once per round, so noise is shared.
+            for b in backends:
+                for d in DISPATCHES:
+                    if log:
+                        log(f"{rung.name} {b} {d} round {rep + 1}/{repeats}")
+                    out = modules[b].benchmark_steps(rung.config, dispatch=d, batch_size=bs,
+                                                     n_steps=steps, warmup=warmup, dtype=dtype)
+                    samples.setdefault((b, d), []).append(out)
+        counts = param_counts(rung.config)
+        fpt = train_flops_per_token(rung.config)
+        for b in backends:
+            timings = []
+            for d in DISPATCHES:
+                runs = samples[(b, d)]
+                step_s = statistics.median(float(r["step_s"]) for r in runs)
+                tps = statistics.median(float(r["tokens_per_s"]) for r in runs)
+                compile_s = [float(r["compile_s"]) for r in runs if r.get("compile_s") is not None]
+                timings.append(DispatchTiming(
+                    d, step_s, tps, fpt * tps / peaks[b], tuple(float(r["step_s"]) for r in runs),
+                    statistics.median(compile_s) if compile_s else None))
+            rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings)))
+    # A second peak timing after the rungs: the peak is the best the machine did in this run.
+    peaks = {b: max(p, matmul_peak(b, dtype=dtype)) for b, p in peaks.items()}
+    rows = [dataclasses.replace(r, timings=tuple(
+        dataclasses.replace(t, mfu=r.flops_per_token * t.tokens_per_s / peaks[r.backend])
+        for t in r.timings)) for r in rows]
+    return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype)
