@@ -1,0 +1,310 @@
+"""Train one MoE proxy in PyTorch: the ``torch`` backend of ``proxy.backends``.
+
+The training recipe, step by step (the same on the JAX twin):
+
+1. Weights from ``proxy.init.init_params(config, seed, hparams.init_scale)`` (or ``init_params``),
+   batches from ``data.batches(seed, batch_size, seq_len)`` (or ``batches``): int arrays
+   (B, seq_len + 1); inputs ``batch[:, :-1]``, targets ``batch[:, 1:]``.
+2. Loss = mean token cross-entropy + ``aux_loss_coef`` * Switch balancing loss (Fedus et al. 2021,
+   eq. 4) + ``z_loss_coef`` * router z-loss (Zoph et al. 2022, eq. 5). This total is the
+   "training loss" of the loss curve, the progress callback and the divergence test.
+3. Divergence: a non-finite training loss, or one above ``proxy.hparams.divergence_threshold``,
+   stops training at that step (before its update); the result says so, nothing is raised.
+4. Gradient clipping by global norm, written out so both frameworks share the epsilon:
+   ``g <- g * min(1, grad_clip / (||g||_2 + clip_eps))`` (Pascanu et al. 2013); 0 disables it.
+5. AdamW (Loshchilov & Hutter 2019, torch convention): per parameter ``lr = lr_at(step) * lr_mult``
+   with ``lr_mult`` and the weight-decay flag from ``proxy.parametrization.param_rules``;
+   decay first ``p *= 1 - lr * wd``, then ``p -= lr * m_hat / (sqrt(v_hat) + eps)``.
+6. Aux-loss-free balancing (DeepSeek-V3; Wang et al. 2024), after the optimiser step:
+   ``b_e += bias_update_rate * sign(mean(c) - c_e)`` with c the step's token-slots per expert.
+7. At the end: evaluation on ``data.eval_sets`` per domain, the mix-weighted overall loss
+   (``data.overall_eval_loss``) and the expert load of the evaluation batches.
+
+Total steps = max(1, tokens // (batch_size * seq_len)), tokens = ``hparams.tokens`` or the rung's
+default budget (``proxy.ladder.default_tokens``). Threads: whatever ``torch.get_num_threads()``
+the caller set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import math
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from proxy.config import DTYPES, ModelConfig
+from proxy.flops import param_counts, train_flops
+from proxy.hparams import TrainHParams, divergence_threshold, lr_at
+from proxy.init import init_params as draw_init_params
+from proxy.model_torch import TorchMoEModel
+from proxy.parametrization import param_rules
+from proxy.result import ExpertLoad, TrainResult
+
+Progress = Callable[[int, int, float], None]
+BACKEND = "torch"
+# Fallback token budget while no ladder rule is installed: Chinchilla's ~20 tokens per
+# (active, non-embedding) parameter (Hoffmann et al. 2022).
+FALLBACK_TOKENS_PER_PARAM = 20
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32" / "float64" (or the torch dtype itself) -> torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return getattr(torch, str(dtype))
+
+
+def default_tokens(config: ModelConfig) -> int:
+    """The rung's default training tokens: ``proxy.ladder.default_tokens`` when it exists."""
+    if importlib.util.find_spec("proxy.ladder") is not None:
+        rule = getattr(importlib.import_module("proxy.ladder"), "default_tokens", None)
+        if rule is not None:
+            return int(rule(config))
+    return FALLBACK_TOKENS_PER_PARAM * param_counts(config).active_non_embedding
+
+
+def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
+    tokens = hparams.tokens or default_tokens(config)
+    return max(1, tokens // (hparams.batch_size * config.seq_len))
+
+
+# --------------------------------------------------------------------------------------
+# The pieces of one step
+# --------------------------------------------------------------------------------------
+def build_optimizer(model: TorchMoEModel, hparams: TrainHParams) -> torch.optim.AdamW:
+    """AdamW with one parameter group per (lr multiplier, weight-decay flag) of the parametrization.
+
+    Every constant is explicit (betas, eps, weight decay); the single-tensor, unfused path is
+    used for reproducibility. Each group keeps its ``lr_mult``; ``set_learning_rate`` sets lr.
+    """
+    rules = param_rules(model.config, hparams.init_scale)
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        rule = rules[name]
+        groups.setdefault((rule.lr_mult, rule.weight_decay), []).append(p)
+    param_groups = [{"params": ps, "lr_mult": mult, "weight_decay": hparams.weight_decay if wd else 0.0}
+                    for (mult, wd), ps in groups.items()]
+    return torch.optim.AdamW(param_groups, lr=hparams.lr, betas=(hparams.beta1, hparams.beta2),
+                             eps=hparams.adam_eps, weight_decay=0.0, amsgrad=False, maximize=False,
+                             foreach=False, fused=False, capturable=False, differentiable=False)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, n_steps: int, hparams: TrainHParams) -> None:
+    """lr of every group = lr_at(step, n_steps) * its lr multiplier (muP, Yang et al. 2022)."""
+    base = lr_at(step, n_steps, hparams)
+    for group in optimizer.param_groups:
+        group["lr"] = base * group["lr_mult"]
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], grad_clip: float, clip_eps: float) -> Tensor:
+    """Scale all gradients by min(1, grad_clip / (global_norm + clip_eps)); returns the norm before.
+
+    ``grad_clip = 0`` disables clipping (the norm is still returned).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.stack([g.square().sum() for g in grads]).sum().sqrt()
+    if grad_clip > 0:
+        factor = torch.clamp(grad_clip / (norm + clip_eps), max=1.0)
+        for g in grads:
+            g.mul_(factor.to(g.dtype))
+    return norm
+
+
+def training_loss(model: TorchMoEModel, batch: Tensor, hparams: TrainHParams) -> tuple[Tensor, dict[str, Tensor]]:
+    """CE of batch[:, 1:] given batch[:, :-1], plus the weighted balancing and z losses."""
+    logits, aux = model(batch[:, :-1])
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    loss = ce + hparams.aux_loss_coef * aux["balance_loss"] + hparams.z_loss_coef * aux["z_loss"]
+    return loss, aux
+
+
+def update(model: TorchMoEModel, optimizer: torch.optim.Optimizer, loss: Tensor, aux: Mapping[str, Tensor],
+           step: int, n_steps: int, hparams: TrainHParams) -> None:
+    """Steps 4-6 of the recipe: backward, clip, AdamW step at the scheduled lr, bias update."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(model.parameters(), hparams.grad_clip, hparams.clip_eps)
+    set_learning_rate(optimizer, step, n_steps, hparams)
+    optimizer.step()
+    model.update_expert_bias(aux["slot_counts"], model.config.bias_update_rate)
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels for the duration of training, the caller's setting restored after."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation and bookkeeping
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: TorchMoEModel, eval_sets: Mapping[str, np.ndarray], batch_size: int
+             ) -> tuple[dict[str, float], ExpertLoad]:
+    """Mean token CE per domain (nats/byte) and the routing statistics over all evaluation batches."""
+    per_domain: dict[str, float] = {}
+    fractions, dropped, balance = [], [], []
+    for domain, rows in eval_sets.items():
+        total, count = 0.0, 0
+        for start in range(0, len(rows), batch_size):
+            batch = torch.as_tensor(np.asarray(rows[start:start + batch_size]), dtype=torch.long)
+            logits, aux = model(batch[:, :-1])
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+            total += ce.item() * batch[:, 1:].numel()
+            count += batch[:, 1:].numel()
+            fractions.append(aux["load_fractions"].double().numpy())
+            dropped.append(aux["dropped_fraction"].item())
+            balance.append(aux["balance_loss"].item())
+        per_domain[domain] = total / count
+    return per_domain, expert_load(fractions, dropped, balance)
+
+
+def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:
+    """Average routing statistics; max_over_mean = E * max f_e over layers (1 at perfect balance)."""
+    if not fractions or fractions[0].size == 0:
+        return ExpertLoad()
+    f = np.mean(fractions, axis=0)
+    return ExpertLoad(fractions=tuple(tuple(float(x) for x in row) for row in f),
+                      max_over_mean=float(f.max() * f.shape[1]),
+                      dropped_fraction=float(np.mean(dropped)), balance_loss=float(np.mean(balance)))
+
+
+def downsample(losses: list[float], points: int) -> tuple[tuple[int, float], ...]:
+    """At most ``points`` (step, loss) pairs evenly spaced over the run, first and last kept."""
+    if not losses:
+        return ()
+    idx = np.unique(np.round(np.linspace(0, len(losses) - 1, min(points, len(losses)))).astype(int))
+    return tuple((int(i), float(losses[i])) for i in idx)
+
+
+def _batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
+                  seq_len: int) -> Iterator[np.ndarray]:
+    if batches is not None:
+        return iter(batches)
+    if data is None:
+        raise ValueError("train needs data (a MixtureData) or batches")
+    return iter(data.batches(seed, batch_size, seq_len))
+
+
+# --------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------
+def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
+          progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
+          init_params: Mapping[str, np.ndarray] | None = None,
+          batches: Iterable[np.ndarray] | None = None) -> TrainResult:
+    """Train one proxy and evaluate it; see the module docstring for the recipe.
+
+    ``data`` is a ``proxy.data.MixtureData`` (it may be None when ``batches`` is given; then
+    nothing is evaluated and ``final_loss`` is NaN). ``progress(step, total_steps,
+    train_loss)`` is called after every step (``step`` 0-based, so ``step + 1`` are done). ``init_params`` (canonical name -> array) replaces
+    the seeded initialisation and ``batches`` (arrays (batch_size, seq_len + 1)) the data stream,
+    for parity tests against the JAX twin. A divergence never raises: it is reported.
+    """
+    if not isinstance(hparams, TrainHParams):
+        raise TypeError(f"hparams must be a TrainHParams, got {type(hparams).__name__}")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    tdtype = torch_dtype(dtype)
+    n_steps = total_steps(config, hparams)
+    bsz, seq = hparams.batch_size, config.seq_len
+    weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
+    model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights)
+    optimizer = build_optimizer(model, hparams)
+    stream = _batch_stream(data, batches, seed, bsz, seq)
+    threshold = divergence_threshold(hparams, config.vocab_size)
+    losses: list[float] = []
+    diverged_step, reason = None, ""
+
+    with _deterministic():
+        for step in range(n_steps):
+            try:
+                batch = torch.as_tensor(np.asarray(next(stream)), dtype=torch.long)
+            except StopIteration:
+                raise ValueError(f"batches ended after {step} of {n_steps} steps") from None
+            if tuple(batch.shape) != (bsz, seq + 1):
+                raise ValueError(f"batch {step} has shape {tuple(batch.shape)}, expected {(bsz, seq + 1)}")
+            loss, aux = training_loss(model, batch, hparams)
+            value = loss.item()
+            losses.append(value)
+            if not math.isfinite(value) or value > threshold:
+                diverged_step = step
+                reason = (f"non-finite training loss ({value}) at step {step}" if not math.isfinite(value)
+                          else f"training loss {value:.4g} above the divergence threshold {threshold:.4g} "
+                               f"at step {step}")
+                break
+            update(model, optimizer, loss, aux, step, n_steps, hparams)
+            if progress is not None:
+                progress(step, n_steps, value)
+        train_time = time.perf_counter() - start
+
+        per_domain: dict[str, float] = {}
+        load = ExpertLoad()
+        if diverged_step is not None:
+            final_loss = math.inf
+        elif data is None:
+            final_loss = math.nan
+        else:
+            per_domain, load = evaluate(model, data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
+            final_loss = float(data.overall_eval_loss(per_domain))
+
+    steps_run = len(losses)
+    tokens = steps_run * bsz * seq
+    counts = param_counts(config)
+    return TrainResult(
+        final_loss=final_loss, eval_loss_by_domain=per_domain,
+        final_train_loss=losses[-1] if losses else math.nan,
+        loss_curve=downsample(losses, hparams.log_points), steps=steps_run, tokens=tokens,
+        flops=train_flops(config, tokens), wall_time_s=time.perf_counter() - start,
+        tokens_per_s=tokens / train_time if train_time > 0 else 0.0, expert_load=load, seed=seed,
+        backend=BACKEND, diverged=diverged_step is not None, diverged_step=diverged_step,
+        divergence_reason=reason, params_total=counts.total, params_active=counts.active,
+        config=config.to_dict(), hparams=hparams.to_dict())
+
+
+def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
+                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+    """Time full training steps (forward, backward, clip, AdamW, bias update) on random bytes.
+
+    Returns ``tokens_per_s`` (training tokens per second), ``step_s`` (mean seconds per step
+    over ``n_steps`` after ``warmup`` untimed steps; also as ``s_per_step``), ``compile_s`` (None:
+    eager PyTorch compiles nothing), the requested and the resolved dispatch, dtype, batch_size,
+    seq_len, n_steps and torch's thread count.
+    """
+    if n_steps <= 0 or warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need n_steps > 0, warmup >= 0, batch_size > 0; got {n_steps}, {warmup}, {batch_size}")
+    hparams = TrainHParams(batch_size=batch_size)
+    model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
+    optimizer = build_optimizer(model, hparams)
+    rng = np.random.default_rng(seed)
+    data = [torch.as_tensor(rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)))
+            for _ in range(warmup + n_steps)]
+    total = warmup + n_steps
+    for step in range(warmup):
+        loss, aux = training_loss(model, data[step], hparams)
+        update(model, optimizer, loss, aux, step, total, hparams)
+    t0 = time.perf_counter()
+    for step in range(warmup, total):
+        loss, aux = training_loss(model, data[step], hparams)
+        update(model, optimizer, loss, aux, step, total, hparams)
+    elapsed = time.perf_counter() - t0
+    return {"dispatch": dispatch, "resolved_dispatch": model.dispatch, "dtype": str(dtype),
+            "batch_size": batch_size, "seq_len": config.seq_len, "n_steps": n_steps,
+            "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps, "compile_s": None,
+            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed,
+            "threads": torch.get_num_threads()}
