@@ -72,6 +72,11 @@ class ModelConfig:
                 raise TypeError(f"ModelConfig.{name} must be an int, got {value!r}")
             if value < 0:
                 raise ValueError(f"ModelConfig.{name} must be >= 0, got {value!r}")
+        for name in ("renormalize", "bias_balancing", "depth_scaling"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"ModelConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.name, str):
+            raise TypeError(f"ModelConfig.name must be a str, got {self.name!r}")
         if self.top_k > self.n_experts:
             raise ValueError(f"ModelConfig.top_k must be <= n_experts ({self.n_experts}), got {self.top_k!r}")
         if self.n_dense_layers > self.n_layers:
@@ -79,12 +84,14 @@ class ModelConfig:
                 f"ModelConfig.n_dense_layers must be <= n_layers ({self.n_layers}), got {self.n_dense_layers!r}")
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig.head_dim must be even (RoPE rotates pairs), got {self.head_dim!r}")
-        if self.capacity_factor is not None and not (
-                math.isfinite(self.capacity_factor) and self.capacity_factor > 0):
+        if self.capacity_factor is not None and (
+                isinstance(self.capacity_factor, bool) or not isinstance(self.capacity_factor, (int, float))
+                or not (math.isfinite(self.capacity_factor) and self.capacity_factor > 0)):
             raise ValueError(f"ModelConfig.capacity_factor must be None or > 0, got {self.capacity_factor!r}")
         for name in ("norm_eps", "rope_theta", "init_std", "bias_update_rate"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (
+                    isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"ModelConfig.{name} must be a finite positive number, got {value!r}")
         if self.parametrization not in PARAMETRIZATIONS:
             raise ValueError(

@@ -78,8 +78,10 @@ class TrainHParams:
             raise ValueError(f"TrainHParams.batch_size must be positive, got {self.batch_size!r}")
         if self.tokens < 0:
             raise ValueError(f"TrainHParams.tokens must be >= 0, got {self.tokens!r}")
-        if self.eval_batches <= 0 or self.log_points <= 1:
-            raise ValueError("TrainHParams.eval_batches must be > 0 and log_points > 1")
+        if self.eval_batches <= 0:
+            raise ValueError(f"TrainHParams.eval_batches must be positive, got {self.eval_batches!r}")
+        if self.log_points <= 1:
+            raise ValueError(f"TrainHParams.log_points must be > 1, got {self.log_points!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"TrainHParams.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
