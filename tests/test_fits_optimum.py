@@ -1,0 +1,129 @@
+"""Per-rung optimum: delta method against Monte Carlo, WLS against its closed form, and flags."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fits import KnobSpec, Observation, fit_optimum, fit_trend, trend_from_optima
+from fits.quadratic import design_matrix, fit_surface, fit_surface_fast, vertex, vertex_jacobian
+
+LR = KnobSpec("lr", 1e-4, 1e-1, log=True)
+
+
+def _rung(log_lrs, *, opt=math.log(3e-3), curv=0.03, noise=0.003, seed=0, size=1e7, rung="r", quad_sign=1.0,
+          seeds=None):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, u in enumerate(log_lrs):
+        loss = 3.0 + quad_sign * curv * (u - opt) ** 2 + rng.normal(0, noise)
+        out.append(Observation(size, size, 20 * size, {"lr": float(math.exp(u))}, float(loss), rung=rung,
+                               seed=0 if seeds is None else seeds[i]))
+    return out
+
+
+def test_wls_coefficients_match_closed_form():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(-1, 1, (40, 2))
+    y = 1 + z @ [0.3, -0.2] + 0.5 * z[:, 0] ** 2 + 0.7 * z[:, 1] ** 2 + 0.1 * z[:, 0] * z[:, 1] + rng.normal(0, .01, 40)
+    w = rng.uniform(0.5, 2.0, 40)
+    x = design_matrix(z)
+    closed = np.linalg.solve(x.T @ (w[:, None] * x), x.T @ (w * y))   # (X'WX)^-1 X'Wy
+    fit = fit_surface(z, y, w)
+    np.testing.assert_allclose(fit.beta, closed, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fit_surface_fast(z, y, w), closed, rtol=1e-10, atol=1e-12)
+    resid = y - x @ closed
+    s2 = (w * resid**2).sum() / (40 - 6)
+    np.testing.assert_allclose(fit.cov, s2 * np.linalg.inv(x.T @ (w[:, None] * x)), rtol=1e-8)
+
+
+def test_delta_method_vertex_covariance_matches_monte_carlo():
+    rng = np.random.default_rng(2)
+    z = rng.uniform(-1, 1, (60, 2))
+    truth = np.array([2.0, 0.2, -0.1, 0.6, 0.9, 0.2])   # vertex well inside the box
+    y0 = design_matrix(z) @ truth
+    sigma = 0.01
+    x = design_matrix(z)
+    jac = vertex_jacobian(truth, 2)   # delta method at the true coefficients and true noise level
+    delta_cov = jac @ (sigma**2 * np.linalg.inv(x.T @ x)) @ jac.T
+    draws = np.array([vertex(fit_surface_fast(z, y0 + rng.normal(0, sigma, 60), np.ones(60)), 2) for _ in range(4000)])
+    mc_cov = np.cov(draws.T)
+    np.testing.assert_allclose(np.sqrt(np.diag(delta_cov)), np.sqrt(np.diag(mc_cov)), rtol=0.1)
+    assert delta_cov[0, 1] / np.sqrt(delta_cov[0, 0] * delta_cov[1, 1]) == pytest.approx(
+        mc_cov[0, 1] / np.sqrt(mc_cov[0, 0] * mc_cov[1, 1]), abs=0.1)
+    np.testing.assert_allclose(draws.mean(axis=0), vertex(truth, 2), atol=3 * np.sqrt(np.diag(mc_cov)).max() / 10)
+
+
+def test_interior_optimum_is_found_and_usable():
+    u = np.linspace(math.log(3e-4), math.log(3e-2), 25)
+    opt = fit_optimum(_rung(u), [LR])
+    assert opt.usable and not opt.flags
+    ci = opt.conf_int(0.05)["lr"]
+    assert ci.low < 3e-3 < ci.high
+    assert abs(math.log(opt.value("lr") / 3e-3)) < 0.2
+    band = opt.band["lr"]
+    assert band.low < opt.value("lr") < band.high
+    assert opt.band_trials and opt.summary() and opt.to_dict()["usable"]
+
+
+def test_optimum_on_the_box_edge_is_flagged_and_kept_out_of_the_trend():
+    edge = fit_optimum(_rung(np.linspace(math.log(3e-3), math.log(3e-1), 25), opt=math.log(2e-3)), [LR])
+    assert not edge.usable and "edge" in edge.flag_codes
+    good = [fit_optimum(_rung(np.linspace(math.log(1e-4 * s), math.log(1e-2 * s), 25), opt=math.log(1e-3 * s),
+                              size=1e7 / s**2, rung=f"g{i}", seed=i), [LR]) for i, s in enumerate((1, 2, 4))]
+    trend = trend_from_optima(good + [edge], "lr", n_bootstrap=0)
+    assert trend.n == 3 and [a for a, _ in trend.excluded] == ["r"] and "edge" in trend.excluded[0][1]
+    assert trend.exponent == pytest.approx(-0.5, abs=0.1)
+
+
+def test_non_convex_rung_is_flagged_and_too_few_rungs_refuse_a_trend():
+    u = np.linspace(math.log(3e-4), math.log(3e-2), 25)
+    hill = fit_optimum(_rung(u, quad_sign=-1.0), [LR])
+    assert not hill.usable and "not_convex" in hill.flag_codes
+    few = fit_optimum(_rung(u[:5]), [LR])
+    assert not few.usable and "too_few_points" in few.flag_codes
+    good = fit_optimum(_rung(u, rung="g"), [LR])
+    with pytest.raises(ValueError, match="not_convex"):
+        trend_from_optima([good, hill, few], "lr")
+
+
+def test_diverged_trials_are_excluded_and_counted():
+    obs = _rung(np.linspace(math.log(3e-4), math.log(3e-2), 25))
+    obs += [Observation(1e7, 1e7, 2e8, {"lr": 0.09}, math.nan, diverged=True, rung="r")] * 3
+    opt = fit_optimum(obs, [LR])
+    assert opt.n_diverged == 3 and opt.usable and "diverged_excluded" in opt.flag_codes
+
+
+def test_categorical_knob_reports_best_level_and_gaps():
+    u = np.linspace(math.log(3e-4), math.log(3e-2), 25)
+    obs = []
+    for experts, shift in ((8, 0.0), (16, -0.02), (32, 0.01)):
+        obs += [Observation(o.params_total, o.params_active, o.tokens, {"lr": o.knobs["lr"], "experts": experts},
+                            o.loss + shift) for o in _rung(u, seed=experts)]
+    opt = fit_optimum(obs, [LR, KnobSpec("experts", choices=(8, 16, 32))])
+    assert opt.value("experts") == 16
+    gaps = opt.categorical["experts"].gap_by_level
+    assert gaps[16] == 0 and gaps[8] == pytest.approx(0.02, abs=0.006) and gaps[32] == pytest.approx(0.03, abs=0.006)
+
+
+def test_seed_bootstrap_with_repeated_seeds_agrees_with_delta_method():
+    u = np.repeat(np.linspace(math.log(3e-4), math.log(3e-2), 12), 3)
+    opt = fit_optimum(_rung(u, seeds=list(range(3)) * 12, noise=0.004), [LR], n_bootstrap=300)
+    assert len(opt.bootstrap_vertices) > 250
+    boot_sd = np.std(np.asarray(opt.bootstrap_vertices)[:, 0])
+    assert 0.5 < boot_sd / opt.transformed_se("lr") < 2.0
+    wide = opt.conf_int(0.05)["lr"]
+    assert wide.width >= opt.conf_int(0.05, method="delta")["lr"].width
+
+
+def test_bad_inputs_raise_with_names():
+    with pytest.raises(ValueError, match="low"):
+        KnobSpec("lr", 0.0, 1.0, log=True)
+    with pytest.raises(ValueError, match="knob 'bs'"):
+        fit_optimum(_rung([0.0] * 10), [LR, KnobSpec("bs", 1, 2)])
+    with pytest.raises(ValueError, match="params_total"):
+        fit_optimum(_rung([0.0] * 5) + _rung([0.0] * 5, size=2e7), [LR])
+    with pytest.raises(ValueError, match="collinear"):
+        fit_trend([1e6, 1e7, 1e8, 1e9], [1e-3, 5e-4, 2e-4, 1e-4], tokens=[2e7, 2e8, 2e9, 2e10])
