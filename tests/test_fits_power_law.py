@@ -1,0 +1,78 @@
+"""Trend fits: recovery of a known law, calibration by simulation, backtest, loss law L(N)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fits import (backtest_leave_largest_out, fit_loss_law_n, fit_optimum, fit_trend, simulate_ladder,
+                  target_truth, trend_from_optima)
+
+
+def test_trend_recovers_a_known_law_and_wls_matches_closed_form():
+    sizes = np.array([1e6, 4e6, 1.6e7, 6.4e7, 2.56e8])
+    rng = np.random.default_rng(0)
+    se = np.full(5, 0.05)
+    y = math.log(2.0) - 0.4 * np.log(sizes) + rng.normal(0, 0.05, 5)
+    fit = fit_trend(sizes, np.exp(y), value_se=se, n_bootstrap=0)
+    x = np.column_stack([np.ones(5), np.log(sizes) - np.log(sizes).mean()])
+    w = 1.0 / (se**2 + fit.tau2)
+    closed = np.linalg.solve(x.T @ (w[:, None] * x), x.T @ (w * y))
+    np.testing.assert_allclose(fit.coef, closed, rtol=1e-10)
+    assert fit.conf_int(0.05)["size_exponent"].contains(-0.4)
+    assert fit.prefactor == pytest.approx(2.0, rel=0.5)
+    assert fit.predict(1e9) == pytest.approx(math.exp(fit.coef[0] + fit.coef[1] * (math.log(1e9) - fit.log_size_mean)))
+    assert fit.summary() and fit.to_dict()["df"] == 3
+
+
+def _simulated_coverage(n_ladders: int, target: float):
+    rng = np.random.default_rng(2024)
+    hits = {0.05: [], 0.20: []}
+    widths = []
+    for i in range(n_ladders):
+        ladder = simulate_ladder(rng)
+        optima = [fit_optimum(o, [box], n_bootstrap=0) for o, box in zip(ladder.observations, ladder.boxes)]
+        trend = trend_from_optima(optima, "lr", n_bootstrap=200, seed=i)
+        truth = target_truth(ladder, target, rng)
+        for alpha in hits:
+            hits[alpha].append(trend.interval(target, alpha).log_interval.contains(truth))
+        widths.append([trend.interval(s, 0.05).log_interval.width for s in (2e8, 2e9, 2e10, 2e11)])
+    return {a: float(np.mean(h)) for a, h in hits.items()}, np.asarray(widths)
+
+
+def test_reported_intervals_cover_the_truth_in_simulated_ladders():
+    # 200 ladders of 5 rungs (2e6..2e8 parameters) with known optimum lr = 3 N^-0.45 (plus rung
+    # scatter); the target is 100x the largest rung.
+    coverage, widths = _simulated_coverage(200, 2e10)
+    assert 0.90 <= coverage[0.05] <= 0.99, coverage
+    assert 0.72 <= coverage[0.20] <= 0.88, coverage
+    assert np.all(np.diff(widths.mean(axis=0)) > 0)            # wider the further from the ladder
+    assert np.mean(np.all(np.diff(widths, axis=1) > 0, axis=1)) > 0.95
+
+
+def test_backtest_leave_largest_out():
+    sizes = [1e6, 4e6, 1.6e7, 6.4e7, 2.56e8]
+    law = [2.0 * s**-0.4 for s in sizes]
+    rng = np.random.default_rng(3)
+    noisy = [v * math.exp(rng.normal(0, 0.05)) for v in law]
+    ok = backtest_leave_largest_out(sizes, noisy, value_se=[0.05] * 5)
+    assert ok.inside and abs(ok.z) < 2.5
+    broken = noisy[:-1] + [noisy[-1] * 4.0]                      # the largest rung off the law
+    bad = backtest_leave_largest_out(sizes, broken, value_se=[0.05] * 5)
+    assert not bad.inside and bad.log_ratio == pytest.approx(math.log(4.0) + ok.log_ratio, abs=1e-9) and bad.z > 2
+
+
+def test_loss_law_in_n_recovers_known_truth():
+    rng = np.random.default_rng(5)
+    n = np.geomspace(1e6, 1e10, 30)
+    loss = (1.7 + 400 * n**-0.34) * np.exp(rng.normal(0, 0.003, n.size))
+    fit = fit_loss_law_n(n, loss, n_bootstrap=60, workers=1, seed=1)
+    assert fit.converged
+    ci = fit.conf_int(0.05)
+    assert fit.params["alpha"] == pytest.approx(0.34, abs=0.03) and ci["alpha"].contains(0.34)
+    assert ci["E"].contains(1.7)
+    assert fit.predict(1e8) == pytest.approx(1.7 + 400 * 1e8**-0.34, rel=0.01)
+    with pytest.raises(ValueError, match="N must be finite and positive"):
+        fit_loss_law_n([1.0, -2.0, 3.0, 4.0, 5.0], [1.0] * 5)
