@@ -20,6 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "bench",
     "demo",
+    "sweep",
+    "status",
+    "import_runs",
+    "export_runs",
 )
 
 

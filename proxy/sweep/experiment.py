@@ -1,0 +1,501 @@
+"""The experiment file (TOML): what to sweep, where, on which ladder, within which budget.
+
+``load_experiment(path)`` parses and validates the whole file *before anything is created*:
+an unknown key at any level, a bad range, an unknown knob, an unreachable store, a missing
+domain or a bad preset raises ``ExperimentError`` (a ValueError) whose message starts with the
+TOML key path and names the value. See the README section "Experiment files" for a full
+annotated example. Defaults:
+
+* ``experiment.storage``: ``sqlite:///runs/<name>/trials.db``; a relative SQLite path is
+  resolved against the experiment file's folder (so a file and its runs travel together,
+  whatever the working directory).
+* ``experiment.seeds = [0]``: every trial trains once per seed (the objective is the mean);
+  all trials use the same seeds (common random numbers: differences between trials are not
+  noise in the data order); the first seed also seeds the sampler.
+* ``experiment.heartbeat_interval = 10`` s (stale trials of a dead worker are retried after
+  about twice that).
+* ``search.startup_trials = min(10, trials_per_rung)``, ``search.grid_points = 5`` per
+  continuous knob (grid sampler), ``search.multivariate = true`` (TPE).
+* ``review``: see ``REVIEW_DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from proxy.config import DTYPES, ModelConfig
+from proxy.flops import train_flops
+from proxy.sweep import knobs as K
+from proxy.sweep.spec import BudgetSpec, DataSpec, KnobSpec, RungSpec
+from proxy.sweep.store import check_reachable, resolve_url
+
+SAMPLERS = ("tpe", "random", "grid", "qmc", "gp")
+BACKEND_NAMES = ("torch", "jax", "simulated")
+_BUILTIN_DOMAINS_FALLBACK = ("code", "prose", "notes")
+
+# Review policy defaults (used later by the go/no-go review):
+REVIEW_DEFAULTS: dict[str, Any] = {
+    "min_interior_rungs": 3,        # rungs whose optimum is inside the box (not on an edge)
+    "extrapolation_warn": 10.0,     # target/largest-rung size ratio above which to warn
+    "extrapolation_fail": 100.0,    # ... above which the verdict cannot be GO
+    "max_lr_ratio": 2.0,            # width (high/low) of the 80% interval of the target lr
+    "max_loss_penalty": 0.01,       # predicted loss penalty (nats) of the plan's uncertainty
+    "max_budget_fraction": 0.2,     # sweep FLOPs / target FLOPs
+    "allow_widening": True,         # may the ladder widen a box whose optimum sits on an edge
+    "max_widen_factor": 4.0,        # ... by at most this factor per edge
+}
+
+
+class ExperimentError(ValueError):
+    """A bad experiment file; ``key`` is the TOML key path, ``value`` the offending value."""
+
+    def __init__(self, key: str, message: str, value: Any = None) -> None:
+        self.key, self.value = key, value
+        suffix = f" (got {value!r})" if value is not None else ""
+        super().__init__(f"{key}: {message}{suffix}")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    sampler: str = "tpe"
+    trials_per_rung: int = 20
+    startup_trials: int = 10
+    grid_points: int = 5
+    multivariate: bool = True
+    box: tuple[KnobSpec, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment file. ``storage`` is an absolute URL; FLOPs are training FLOPs."""
+
+    name: str
+    storage: str
+    backend: str
+    seeds: tuple[int, ...]
+    dtype: str
+    threads: int
+    heartbeat_interval: int
+    rungs: tuple[RungSpec, ...]
+    target: RungSpec | None
+    search: SearchSpec
+    data: DataSpec
+    budget: BudgetSpec
+    review: Mapping[str, Any]
+    simulated: Any = None            # proxy.train_simulated.SimulatedTruth for that backend
+    path: str = ""
+    sha256: str = ""
+
+    def rung(self, name: str) -> RungSpec:
+        for r in self.rungs:
+            if r.name == name:
+                return r
+        raise ValueError(f"unknown rung {name!r}; the ladder has {[r.name for r in self.rungs]}")
+
+    @property
+    def target_flops(self) -> float | None:
+        return None if self.target is None else train_flops(self.target.config, self.target.tokens)
+
+    @property
+    def budget_flops(self) -> float | None:
+        """The sweep's FLOP cap: the smaller of the two budget entries (None: no cap)."""
+        caps = []
+        if self.budget.max_flops is not None:
+            caps.append(self.budget.max_flops)
+        if self.budget.max_fraction_of_target is not None and self.target_flops:
+            caps.append(self.budget.max_fraction_of_target * self.target_flops)
+        return min(caps) if caps else None
+
+    def with_storage(self, url: str) -> "Experiment":
+        return dataclasses.replace(self, storage=url)
+
+
+# Parsing helpers --------------------------------------------------------------------------
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ExperimentError(key, "must be a table", value)
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], key: str, allowed: tuple[str, ...] | set[str]) -> None:
+    for name in table:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else name
+            raise ExperimentError(where, f"unknown key; allowed here: {', '.join(sorted(allowed))}",
+                                  table[name])
+
+
+def _number(value: Any, key: str, *, integer: bool = False, positive: bool = False,
+            non_negative: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and not isinstance(value, int)):
+        raise ExperimentError(key, "must be an integer" if integer else "must be a number", value)
+    if not math.isfinite(value):
+        raise ExperimentError(key, "must be finite", value)
+    if positive and value <= 0:
+        raise ExperimentError(key, "must be > 0", value)
+    if non_negative and value < 0:
+        raise ExperimentError(key, "must be >= 0", value)
+    return value
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ExperimentError(key, "must be a non-empty string", value)
+    return value
+
+
+def _config(table: Mapping[str, Any], key: str, skip: tuple[str, ...]) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    _check_keys(table, key, fields | set(skip))
+    try:
+        return ModelConfig(**{k: v for k, v in table.items() if k not in skip})
+    except (TypeError, ValueError) as exc:
+        raise ExperimentError(key, str(exc)) from exc
+
+
+def _rung_from_table(table: Any, key: str) -> RungSpec:
+    table = _table(table, key)
+    for required in ("name", "tokens"):
+        if required not in table:
+            raise ExperimentError(f"{key}.{required}", "is required")
+    name = _string(table["name"], f"{key}.name")
+    tokens = _number(table["tokens"], f"{key}.tokens", integer=True, positive=True)
+    batch = _number(table.get("batch_size", 16), f"{key}.batch_size", integer=True, positive=True)
+    config = _config(table, key, ("tokens", "batch_size"))
+    return RungSpec(name=name, config=config, tokens=tokens, batch_size=batch)
+
+
+def _from_ladder_rung(rung: Any) -> RungSpec:
+    return RungSpec(name=rung.name, config=rung.config, tokens=int(rung.tokens),
+                    batch_size=int(rung.batch_size))
+
+
+def _parse_ladder(table: Any) -> tuple[RungSpec, ...]:
+    table = _table(table, "ladder")
+    _check_keys(table, "ladder", ("preset", "rungs", "subset"))
+    if ("preset" in table) == ("rungs" in table):
+        raise ExperimentError("ladder", "give exactly one of preset or rungs")
+    if "preset" in table:
+        preset = _string(table["preset"], "ladder.preset")
+        try:
+            from proxy.ladder import get_ladder
+
+            rungs = tuple(_from_ladder_rung(r) for r in get_ladder(preset).rungs)
+        except (ValueError, KeyError, ImportError) as exc:
+            raise ExperimentError("ladder.preset", f"unknown ladder preset ({exc})", preset) from exc
+    else:
+        if not isinstance(table["rungs"], list) or not table["rungs"]:
+            raise ExperimentError("ladder.rungs", "must be a non-empty array of tables", table["rungs"])
+        rungs = tuple(_rung_from_table(t, f"ladder.rungs[{i}]") for i, t in enumerate(table["rungs"]))
+    names = [r.name for r in rungs]
+    if len(set(names)) != len(names):
+        raise ExperimentError("ladder.rungs", "rung names must be unique", names)
+    if "subset" in table:
+        subset = table["subset"]
+        if not isinstance(subset, list) or not subset:
+            raise ExperimentError("ladder.subset", "must be a non-empty array of rung names", subset)
+        for name in subset:
+            if name not in names:
+                raise ExperimentError("ladder.subset", f"unknown rung; the ladder has {names}", name)
+        rungs = tuple(r for r in rungs if r.name in subset)
+    return rungs
+
+
+def _parse_target(table: Any) -> RungSpec:
+    table = _table(table, "target")
+    if "preset" in table:
+        _check_keys(table, "target", ("preset", "tokens", "batch_size"))
+        preset = _string(table["preset"], "target.preset")
+        try:
+            from proxy.ladder import get_target
+
+            rung = _from_ladder_rung(get_target(preset))
+        except (ValueError, KeyError, ImportError) as exc:
+            raise ExperimentError("target.preset", f"unknown target preset ({exc})", preset) from exc
+        if "tokens" in table:
+            rung = dataclasses.replace(rung, tokens=_number(table["tokens"], "target.tokens",
+                                                            integer=True, positive=True))
+        return rung
+    table = {"name": "target", **table}
+    return _rung_from_table(table, "target")
+
+
+def _parse_knob(name: str, spec: Any, key: str) -> KnobSpec:
+    if name not in K.KNOBS:
+        raise ExperimentError(key, f"unknown knob; choose from {', '.join(K.KNOBS)}", name)
+    spec = _table(spec, key)
+    _check_keys(spec, key, ("low", "high", "log", "choices"))
+    integer = name in K.INT_KNOBS
+    if "choices" in spec:
+        if name == K.MIX_KNOB:
+            raise ExperimentError(key, "the mix is searched with low/high logits, not choices")
+        if set(spec) - {"choices"}:
+            raise ExperimentError(key, "give either choices or low/high, not both")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ExperimentError(f"{key}.choices", "must be a non-empty array", choices)
+        for i, c in enumerate(choices):
+            _number(c, f"{key}.choices[{i}]", integer=integer, positive=name != "weight_decay")
+        if len(set(choices)) != len(choices):
+            raise ExperimentError(f"{key}.choices", "must not repeat a value", choices)
+        return KnobSpec(name=name, choices=tuple(choices), integer=integer)
+    for bound in ("low", "high"):
+        if bound not in spec:
+            raise ExperimentError(f"{key}.{bound}", "is required (or give choices)")
+    low = _number(spec["low"], f"{key}.low", integer=integer)
+    high = _number(spec["high"], f"{key}.high", integer=integer)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ExperimentError(f"{key}.log", "must be true or false", log)
+    if low >= high:
+        raise ExperimentError(f"{key}.low", f"must be < high ({high!r})", low)
+    if log and low <= 0:
+        raise ExperimentError(f"{key}.low", "must be > 0 on a log scale", low)
+    return KnobSpec(name=name, low=low, high=high, log=log, integer=integer)
+
+
+def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
+    table = _table(table, "search")
+    _check_keys(table, "search", ("sampler", "trials_per_rung", "startup_trials", "grid_points",
+                                  "multivariate", "box", "fixed"))
+    sampler = table.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ExperimentError("search.sampler", f"must be one of {', '.join(SAMPLERS)}", sampler)
+    trials = _number(table.get("trials_per_rung", 20), "search.trials_per_rung", integer=True,
+                     positive=True)
+    startup = _number(table.get("startup_trials", min(10, trials)), "search.startup_trials",
+                      integer=True, non_negative=True)
+    grid_points = _number(table.get("grid_points", 5), "search.grid_points", integer=True, positive=True)
+    multivariate = table.get("multivariate", True)
+    if not isinstance(multivariate, bool):
+        raise ExperimentError("search.multivariate", "must be true or false", multivariate)
+    box_table = _table(table.get("box", {}), "search.box")
+    box = tuple(_parse_knob(n, s, f"search.box.{n}") for n, s in box_table.items())
+    fixed = dict(_table(table.get("fixed", {}), "search.fixed"))
+    allowed = K.fixable_names()
+    for name, value in fixed.items():
+        key = f"search.fixed.{name}"
+        if name not in allowed:
+            raise ExperimentError(key, f"unknown knob; choose from {', '.join(allowed)}", name)
+        if name in box_table:
+            raise ExperimentError(key, "is both searched (search.box) and fixed", value)
+        if name == K.MIX_KNOB:
+            mix = _table(value, key)
+            for d, w in mix.items():
+                if d not in domains:
+                    raise ExperimentError(f"{key}.{d}", f"unknown domain; data.domains is {list(domains)}", d)
+                _number(w, f"{key}.{d}", non_negative=True)
+            if not any(mix.values()):
+                raise ExperimentError(key, "weights must not all be zero", mix)
+    if K.MIX_KNOB in box_table and len(domains) < 2:
+        raise ExperimentError("search.box.mix", "searching the mix needs at least two data.domains",
+                              list(domains))
+    return SearchSpec(sampler=sampler, trials_per_rung=trials, startup_trials=startup,
+                      grid_points=grid_points, multivariate=multivariate, box=box, fixed=fixed)
+
+
+def _parse_mix(value: Any, key: str, domains: tuple[str, ...]) -> dict[str, float]:
+    mix = _table(value, key)
+    for d, w in mix.items():
+        if d not in domains:
+            raise ExperimentError(f"{key}.{d}", f"unknown domain; data.domains is {list(domains)}", d)
+        _number(w, f"{key}.{d}", non_negative=True)
+    if mix and not any(mix.values()):
+        raise ExperimentError(key, "weights must not all be zero", mix)
+    return {d: float(w) for d, w in mix.items()}
+
+
+def _parse_data(table: Any, base_dir: Path) -> DataSpec:
+    table = _table(table, "data")
+    _check_keys(table, "data", ("domains", "user_domains", "train_mix", "eval_mix"))
+    user = _table(table.get("user_domains", {}), "data.user_domains")
+    user_paths: dict[str, str] = {}
+    for name, path in user.items():
+        key = f"data.user_domains.{name}"
+        path = Path(_string(path, key))
+        path = path if path.is_absolute() else (base_dir / path)
+        if not path.exists():
+            raise ExperimentError(key, "path does not exist", str(path))
+        user_paths[name] = str(path.resolve())
+    try:
+        from proxy.data import BUILTIN_DOMAINS
+    except ImportError:  # the data module is optional for simulated sweeps
+        BUILTIN_DOMAINS = _BUILTIN_DOMAINS_FALLBACK
+    domains = table.get("domains", list(BUILTIN_DOMAINS) + [n for n in user_paths if n not in BUILTIN_DOMAINS])
+    if not isinstance(domains, list) or not domains:
+        raise ExperimentError("data.domains", "must be a non-empty array of domain names", domains)
+    for i, d in enumerate(domains):
+        if d not in BUILTIN_DOMAINS and d not in user_paths:
+            raise ExperimentError(f"data.domains[{i}]", "domain does not exist (not built in "
+                                  f"{list(BUILTIN_DOMAINS)} nor in data.user_domains)", d)
+    if len(set(domains)) != len(domains):
+        raise ExperimentError("data.domains", "must not repeat a domain", domains)
+    domains = tuple(domains)
+    return DataSpec(domains=domains, user_domains=user_paths,
+                    train_mix=_parse_mix(table.get("train_mix", {}), "data.train_mix", domains),
+                    eval_mix=_parse_mix(table.get("eval_mix", {}), "data.eval_mix", domains))
+
+
+def _parse_budget(table: Any) -> BudgetSpec:
+    table = _table(table, "budget")
+    _check_keys(table, "budget", ("max_fraction_of_target", "max_flops"))
+    frac = table.get("max_fraction_of_target")
+    flops = table.get("max_flops")
+    if frac is not None:
+        _number(frac, "budget.max_fraction_of_target", positive=True)
+    if flops is not None:
+        _number(flops, "budget.max_flops", positive=True)
+    return BudgetSpec(max_fraction_of_target=frac, max_flops=None if flops is None else float(flops))
+
+
+def _parse_review(table: Any) -> dict[str, Any]:
+    table = _table(table, "review")
+    _check_keys(table, "review", tuple(REVIEW_DEFAULTS))
+    review = dict(REVIEW_DEFAULTS)
+    for name, value in table.items():
+        key = f"review.{name}"
+        if name == "allow_widening":
+            if not isinstance(value, bool):
+                raise ExperimentError(key, "must be true or false", value)
+        elif name == "min_interior_rungs":
+            _number(value, key, integer=True, non_negative=True)
+        else:
+            _number(value, key, positive=True)
+        review[name] = value
+    if review["extrapolation_warn"] > review["extrapolation_fail"]:
+        raise ExperimentError("review.extrapolation_warn", "must be <= extrapolation_fail",
+                              review["extrapolation_warn"])
+    return review
+
+
+def _parse_simulated(table: Any) -> Any:
+    from proxy.train_simulated import KnobTruth, SimulatedTruth
+
+    table = dict(_table(table, "simulated"))
+    _check_keys(table, "simulated", {f.name for f in dataclasses.fields(SimulatedTruth)})
+    knobs = _table(table.pop("knobs", {}), "simulated.knobs")
+    parsed = {}
+    for name, spec in knobs.items():
+        key = f"simulated.knobs.{name}"
+        spec = _table(spec, key)
+        _check_keys(spec, key, {f.name for f in dataclasses.fields(KnobTruth)})
+        try:
+            parsed[name] = KnobTruth(**spec)
+        except (TypeError, ValueError) as exc:
+            raise ExperimentError(key, str(exc)) from exc
+    for name in ("mix_optimum", "domain_offsets"):
+        if name in table:
+            table[name] = dict(_table(table[name], f"simulated.{name}"))
+    try:
+        return SimulatedTruth(knobs=parsed, **table)
+    except (TypeError, ValueError) as exc:
+        raise ExperimentError("simulated", str(exc)) from exc
+
+
+def _check_box_values(rungs: tuple[RungSpec, ...], search: SearchSpec, data: DataSpec) -> None:
+    """Every box extreme and fixed value must make a valid config and hparams on every rung."""
+    box_top_k = [k for k in search.box if k.name == "top_k"]
+    box_experts = [k for k in search.box if k.name == "n_experts"]
+    for rung in rungs:
+        try:
+            K.setup_trial(rung, {}, search.fixed, data)
+        except (TypeError, ValueError) as exc:
+            raise ExperimentError("search.fixed", f"rung {rung.name}: {exc}") from exc
+        for knob in search.box:
+            if knob.name == K.MIX_KNOB:
+                continue
+            values = knob.choices or (knob.low, knob.high)
+            for value in values:
+                params = {knob.name: value}
+                # top_k and n_experts are checked against each other's worst case.
+                if knob.name == "top_k" and box_experts:
+                    params["n_experts"] = min(box_experts[0].choices or (box_experts[0].low,))
+                if knob.name == "n_experts" and box_top_k:
+                    params["top_k"] = max(box_top_k[0].choices or (box_top_k[0].high,))
+                try:
+                    K.setup_trial(rung, params, search.fixed, data)
+                except (TypeError, ValueError) as exc:
+                    raise ExperimentError(f"search.box.{knob.name}", f"rung {rung.name}: {exc}",
+                                          value) from exc
+
+
+def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", storage: str | None = None,
+                     check_storage: bool = True, path: str = "", sha256: str = "") -> Experiment:
+    """Validate a parsed TOML document (see module docstring); creates nothing."""
+    base_dir = Path(base_dir)
+    _check_keys(doc, "", ("experiment", "ladder", "target", "search", "data", "budget", "review",
+                          "simulated"))
+    exp = _table(doc.get("experiment", {}), "experiment")
+    _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
+                                    "heartbeat_interval"))
+    if "name" not in exp:
+        raise ExperimentError("experiment.name", "is required")
+    name = _string(exp["name"], "experiment.name")
+    if "/" in name:
+        raise ExperimentError("experiment.name", "must not contain '/'", name)
+    backend = exp.get("backend", "torch")
+    if backend not in BACKEND_NAMES:
+        raise ExperimentError("experiment.backend", f"must be one of {', '.join(BACKEND_NAMES)}", backend)
+    seeds = exp.get("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if not isinstance(seeds, list) or not seeds:
+        raise ExperimentError("experiment.seeds", "must be a non-empty array of integers", seeds)
+    for i, s in enumerate(seeds):
+        _number(s, f"experiment.seeds[{i}]", integer=True, non_negative=True)
+    dtype = exp.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ExperimentError("experiment.dtype", f"must be one of {', '.join(DTYPES)}", dtype)
+    threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True)
+    heartbeat = _number(exp.get("heartbeat_interval", 10), "experiment.heartbeat_interval",
+                        integer=True, positive=True)
+    if "ladder" not in doc:
+        raise ExperimentError("ladder", "is required (preset or rungs)")
+    rungs = _parse_ladder(doc["ladder"])
+    target = _parse_target(doc["target"]) if "target" in doc else None
+    data = _parse_data(doc.get("data", {}), base_dir)
+    search = _parse_search(doc.get("search", {}), data.domains)
+    if search.startup_trials > search.trials_per_rung:
+        raise ExperimentError("search.startup_trials", f"must be <= trials_per_rung "
+                              f"({search.trials_per_rung})", search.startup_trials)
+    _check_box_values(rungs, search, data)
+    budget = _parse_budget(doc.get("budget", {}))
+    if budget.max_fraction_of_target is not None and target is None:
+        raise ExperimentError("budget.max_fraction_of_target", "needs a [target] table")
+    review = _parse_review(doc.get("review", {}))
+    simulated = _parse_simulated(doc.get("simulated", {})) if (
+        backend == "simulated" or "simulated" in doc) else None
+    url = storage or exp.get("storage", f"sqlite:///runs/{name}/trials.db")
+    url = resolve_url(_string(url, "experiment.storage"), base_dir)
+    if check_storage:
+        try:
+            check_reachable(url)
+        except ValueError as exc:
+            raise ExperimentError("experiment.storage", str(exc)) from exc
+    return Experiment(name=name, storage=url, backend=backend, seeds=tuple(seeds), dtype=dtype,
+                      threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
+                      search=search, data=data, budget=budget, review=review, simulated=simulated,
+                      path=path, sha256=sha256)
+
+
+def load_experiment(path: str | Path, *, storage: str | None = None,
+                    check_storage: bool = True) -> Experiment:
+    """Read and validate an experiment file; ``storage`` overrides ``experiment.storage``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(str(path), "experiment file not found")
+    raw = path.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ExperimentError(str(path), f"not valid TOML: {exc}") from exc
+    return parse_experiment(doc, base_dir=path.resolve().parent, storage=storage,
+                            check_storage=check_storage, path=str(path.resolve()),
+                            sha256=hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,430 @@
+"""The sweep runner: Optuna ask-and-tell, one study per rung, training through the registry.
+
+The runner owns what Optuna does not: seeding, training (``proxy.backends.load_backend``),
+divergence handling, cost accounting and the trial attributes the fits and reports read.
+
+* Study per rung, named ``"<experiment>/<rung>"``, minimising the objective.
+* Objective: the mean evaluation loss over the experiment's seeds. A diverged trial is told
+  COMPLETE with a *clipped* objective, ``max(ln V, worst finite loss of the rung so far) +
+  DIVERGED_MARGIN``, so the sampler learns where the wall is without an infinite value; its
+  attributes say ``diverged=True`` and the step.
+* N trials per rung, with several workers: a worker asks only while COMPLETE + RUNNING < N,
+  and after ``ask`` it checks that fewer than N COMPLETE/RUNNING trials have a smaller trial
+  number (numbers are assigned atomically by the store); a trial that loses that race is told
+  FAIL with ``surplus=True`` before it trains, so exactly N trials complete.
+* Resume: each running trial has a heartbeat; on restart, stale RUNNING trials are failed and
+  re-enqueued with their parameters (``proxy.sweep.store``), COMPLETE ones are kept.
+* Seeds: training seeds are the experiment's seeds (the same for every trial); the sampler is
+  seeded by the first seed, the number of trials already in the study and the worker index, so
+  a resumed sweep does not replay the random start-up points it already has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from fits.observation import Observation
+from proxy import __version__
+from proxy.sweep import knobs as K
+from proxy.sweep.experiment import Experiment
+from proxy.sweep.ledger import budget_message, ledger, next_trial_cost
+from proxy.sweep.spec import RungSpec
+from proxy.sweep.store import experiment_study_names, fail_stale, open_storage, study_name
+
+DIVERGED_MARGIN = 0.1        # nats added to the clipped objective of a diverged trial
+POLL_S = 0.25                # wait between looks at the store while others' trials run
+
+
+@dataclass(frozen=True)
+class RungProgress:
+    """Where one rung stands: COMPLETE trials of the N asked, best loss, FLOPs spent."""
+
+    rung: str
+    complete: int
+    requested: int
+    diverged: int
+    failed: int
+    best_loss: float | None
+    best_params: Mapping[str, Any]
+    spent_flops: float
+    budget_flops: float | None
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    rungs: tuple[RungProgress, ...]
+    stopped_by_budget: bool = False
+    message: str = ""
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence the Optuna warnings the ask-and-tell loop triggers by design: the heartbeat is
+    driven by the runner (Optuna warns it expects Study.optimize) and QMC / GP / the retry
+    callback are marked experimental."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+def _requeue(study: Any, trial_id: int) -> None:
+    """Put a trial's parameters back in the queue (Optuna's retry callback, same params)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with quiet_optuna():
+        RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(trial_id))
+
+
+def make_sampler(experiment: Experiment, seed: int, *, workers: int = 1) -> Any:
+    """The Optuna sampler of ``experiment.search.sampler`` (GP needs torch, which is installed)."""
+    import numpy as np
+    import optuna
+
+    s = experiment.search
+    with quiet_optuna():
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if s.sampler == "qmc":
+            return optuna.samplers.QMCSampler(seed=experiment.seeds[0], scramble=True)
+        if s.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.startup_trials)
+        if s.sampler == "grid":
+            space: dict[str, list[Any]] = {}
+            dists = K.distributions(s.box, experiment.data.domains)
+            for name, dist in dists.items():
+                if hasattr(dist, "choices"):
+                    space[name] = list(dist.choices)
+                    continue
+                lo, hi, log = dist.low, dist.high, dist.log
+                pts = np.geomspace(lo, hi, s.grid_points) if log else np.linspace(lo, hi, s.grid_points)
+                if isinstance(dist, optuna.distributions.IntDistribution):
+                    space[name] = sorted({int(round(p)) for p in pts})
+                else:
+                    space[name] = [float(p) for p in pts]
+            return optuna.samplers.GridSampler(space, seed=seed)
+        n_params = len(K.distributions(s.box, experiment.data.domains))
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=s.startup_trials,
+            multivariate=s.multivariate and n_params > 1, constant_liar=workers > 1)
+
+
+def _study(experiment: Experiment, rung: RungSpec, storage: Any, *, worker: int = 0,
+           workers: int = 1) -> Any:
+    import optuna
+
+    name = study_name(experiment.name, rung.name)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                load_if_exists=True)
+    n_existing = len(study.get_trials(deepcopy=False))
+    seed = (experiment.seeds[0] * 1_000_003 + n_existing * 7_919 + worker) % (2 ** 32)
+    study.sampler = make_sampler(experiment, seed, workers=workers)
+    if "rung" not in study.user_attrs:
+        study.set_user_attr("experiment", experiment.name)
+        study.set_user_attr("rung", rung.name)
+        study.set_user_attr("config", rung.config.to_dict())
+        study.set_user_attr("tokens", rung.tokens)
+        study.set_user_attr("batch_size", rung.batch_size)
+        study.set_user_attr("box", [{"name": k.name, "low": k.low, "high": k.high, "log": k.log,
+                                     "choices": list(k.choices)} for k in experiment.search.box])
+        study.set_user_attr("fixed", dict(experiment.search.fixed))
+        study.set_user_attr("source", "sweep")
+    return study
+
+
+def _finite_or_none(x: Any) -> Any:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _heartbeat(storage: Any, trial_id: int, interval: float, stop: threading.Event) -> None:
+    while not stop.wait(interval):
+        try:
+            storage.record_heartbeat(trial_id)
+        except Exception:  # a transient store error must not kill the training thread
+            pass
+
+
+def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
+              backend: Any | None = None) -> tuple[dict[str, Any], bool]:
+    """Train one trial (once per seed) and return (user attributes, diverged)."""
+    from proxy.backends import load_backend
+
+    backend = backend or load_backend(experiment.backend)
+    setup = K.setup_trial(rung, params, experiment.search.fixed, experiment.data)
+    extra: dict[str, Any] = {}
+    if experiment.backend == "simulated":
+        data: Any = setup.weights(experiment.data.domains)
+        extra["truth"] = experiment.simulated
+    else:
+        data = K.load_mixture(setup, experiment.data)
+    config = setup.config
+    if experiment.dtype != "float32":
+        extra["dtype"] = experiment.dtype
+    results = [backend.train(config, setup.hparams, data, seed, **extra) for seed in experiment.seeds]
+    diverged = any(r.diverged for r in results)
+    losses = [r.final_loss for r in results]
+    final = math.nan if diverged else sum(losses) / len(losses)
+    domains = sorted({d for r in results for d in r.eval_loss_by_domain})
+    by_domain = {d: _finite_or_none(sum(r.eval_loss_by_domain.get(d, math.nan) for r in results)
+                                    / len(results)) for d in domains}
+    first = results[0]
+    step = min((r.diverged_step for r in results if r.diverged_step is not None), default=None)
+    attrs = {
+        "rung": rung.name,
+        "knobs": dict(setup.knobs),
+        "params_total": first.params_total,
+        "params_active": first.params_active,
+        "tokens": int(setup.hparams.tokens),
+        "flops": float(sum(r.flops for r in results)),
+        "wall_time_s": float(sum(r.wall_time_s for r in results)),
+        "final_loss": _finite_or_none(final),
+        "eval_loss_by_domain": by_domain,
+        "diverged": diverged,
+        "diverged_step": step,
+        "expert_load": {"max_over_mean": max(r.expert_load.max_over_mean for r in results),
+                        "dropped_fraction": max(r.expert_load.dropped_fraction for r in results),
+                        "balance_loss": sum(r.expert_load.balance_loss for r in results) / len(results)},
+        "seed": experiment.seeds[0],
+        # One entry per training seed (each trial trains once per seed; means above).
+        "seed_runs": [{"seed": r.seed, "final_loss": _finite_or_none(r.final_loss),
+                       "tokens": r.tokens, "steps": r.steps} for r in results],
+        "backend": experiment.backend,
+        "toolkit_version": __version__,
+    }
+    return attrs, diverged
+
+
+def _clipped(study: Any, vocab_size: int) -> float:
+    from optuna.trial import TrialState
+
+    worst = [t.user_attrs.get("final_loss") for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get("diverged")]
+    finite = [x for x in worst if isinstance(x, (int, float)) and math.isfinite(x)]
+    return max([math.log(vocab_size)] + finite) + DIVERGED_MARGIN
+
+
+def rung_progress(experiment: Experiment, rung: RungSpec, storage: Any) -> RungProgress:
+    """Read where ``rung`` stands from the store."""
+    from optuna.trial import TrialState
+
+    name = study_name(experiment.name, rung.name)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+    except KeyError:
+        trials = []
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    ok = [t for t in done if not t.user_attrs.get("diverged")]
+    best = min(ok, key=lambda t: t.value, default=None)
+    failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"))
+    spent = sum(float(t.user_attrs.get("flops", 0.0) or 0.0) for t in trials)
+    return RungProgress(rung=rung.name, complete=len(done), requested=experiment.search.trials_per_rung,
+                        diverged=len(done) - len(ok), failed=failed,
+                        best_loss=None if best is None else best.value,
+                        best_params={} if best is None else dict(best.params),
+                        spent_flops=spent, budget_flops=experiment.budget_flops)
+
+
+def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, worker: int = 0,
+               workers: int = 1, progress: Callable[[RungProgress], None] | None = None) -> str | None:
+    """Run ``rung`` until it has N COMPLETE trials; returns a budget stop message or None."""
+    from optuna.trial import TrialState
+
+    from proxy.backends import load_backend
+
+    storage = storage or open_storage(experiment.storage,
+                                      heartbeat_interval=experiment.heartbeat_interval)
+    n = experiment.search.trials_per_rung
+    dists = K.distributions(experiment.search.box, experiment.data.domains)
+    backend = load_backend(experiment.backend)
+    study = _study(experiment, rung, storage, worker=worker, workers=workers)
+    budget = experiment.budget_flops
+    cost = next_trial_cost(rung, len(experiment.seeds))
+    while True:
+        fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+        if complete >= n:
+            return None
+        if complete + running >= n:
+            time.sleep(POLL_S)  # others' trials are in flight; wait for them (or their staleness)
+            continue
+        if budget is not None:
+            message = budget_message(ledger(storage, experiment).total_flops, cost, budget)
+            if message:
+                return message
+        with quiet_optuna():
+            trial = study.ask(dists)
+        storage.record_heartbeat(trial._trial_id)
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= n:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            if "fixed_params" in study._storage.get_trial(trial._trial_id).system_attrs:
+                _requeue(study, trial._trial_id)  # it was a retry or enqueued: keep the point
+            continue
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id,
+                                                         experiment.heartbeat_interval / 2, stop),
+                                daemon=True)
+        beat.start()
+        try:
+            attrs, diverged = run_trial(experiment, rung, trial.params, backend)
+        except BaseException:
+            stop.set()
+            trial.set_user_attr("error", "training raised; see the worker's log")
+            study.tell(trial, state=TrialState.FAIL)
+            _requeue(study, trial._trial_id)  # keep the point for the retry
+            raise
+        finally:
+            stop.set()
+            beat.join()
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if diverged:
+            trial.set_user_attr("objective_clipped", True)
+            value = _clipped(study, rung.config.vocab_size)
+        else:
+            value = attrs["final_loss"]
+        with quiet_optuna():
+            study.tell(trial, value)
+        if progress is not None:
+            progress(rung_progress(experiment, rung, storage))
+
+
+def _set_thread_env(threads: int) -> None:
+    """CPU threads of this process's training, set before a framework is imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+
+
+def _worker_main(experiment: Experiment, rungs: tuple[str, ...], worker: int, workers: int,
+                 threads: int) -> None:
+    _set_thread_env(threads)
+    run_sweep(experiment, rungs=rungs, workers=1, _worker=(worker, workers))
+
+
+def run_sweep(experiment: Experiment, *, rungs: tuple[str, ...] | None = None, workers: int = 1,
+              progress: Callable[[RungProgress], None] | None = None,
+              _worker: tuple[int, int] = (0, 1)) -> SweepSummary:
+    """Sweep the experiment's rungs (or ``rungs``) in order, with ``workers`` local processes.
+
+    Each worker gets ``max(1, experiment.threads // workers)`` CPU threads (environment set in
+    the child before a framework is imported). ``progress`` is called with a ``RungProgress``
+    after each trial (polled from the store when there are several workers).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    selected = tuple(experiment.rung(r) for r in rungs) if rungs else experiment.rungs
+    storage = open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    if workers > 1:
+        return _run_workers(experiment, selected, workers, storage, progress)
+    if "torch" not in __import__("sys").modules:
+        os.environ.setdefault("OMP_NUM_THREADS", str(experiment.threads))
+    message = None
+    for rung in selected:
+        message = sweep_rung(experiment, rung, storage=storage, worker=_worker[0],
+                             workers=_worker[1], progress=progress)
+        if message:
+            break
+    return SweepSummary(tuple(rung_progress(experiment, r, storage) for r in selected),
+                        stopped_by_budget=message is not None, message=message or "")
+
+
+def _run_workers(experiment: Experiment, selected: tuple[RungSpec, ...], workers: int,
+                 storage: Any, progress: Callable[[RungProgress], None] | None) -> SweepSummary:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    threads = max(1, experiment.threads // workers)
+    names = tuple(r.name for r in selected)
+    procs = [ctx.Process(target=_worker_main, args=(experiment, names, i, workers, threads))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    last: dict[str, RungProgress] = {}
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(POLL_S * 2)
+            if progress is not None:
+                for r in selected:
+                    now = rung_progress(experiment, r, storage)
+                    if last.get(r.name) != now:
+                        last[r.name] = now
+                        progress(now)
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {workers} workers failed (exit codes {bad})")
+    summary = tuple(rung_progress(experiment, r, storage) for r in selected)
+    if progress is not None:
+        for now in summary:
+            progress(now)
+    short = [p for p in summary if p.complete < p.requested]
+    message = "" if not short else "budget reached before every rung had its trials"
+    return SweepSummary(summary, stopped_by_budget=bool(short), message=message)
+
+
+def enqueue(experiment: Experiment, rung: str, params: Mapping[str, Any], *,
+            user_attrs: Mapping[str, Any] | None = None) -> None:
+    """Queue a point for ``rung`` (the next ``ask`` takes it first); duplicates are skipped.
+
+    ``params`` uses Optuna parameter names (knob names; ``mix.<domain>`` logits).
+    """
+    dists = K.distributions(experiment.search.box, experiment.data.domains)
+    unknown = sorted(set(params) - set(dists))
+    if unknown:
+        raise ValueError(f"enqueue: {unknown} are not searched knobs of {experiment.name!r}; "
+                         f"searched: {sorted(dists)}")
+    storage = open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    study = _study(experiment, experiment.rung(rung), storage)
+    study.enqueue_trial(dict(params), user_attrs=dict(user_attrs or {}), skip_if_exists=True)
+
+
+def observations(storage: Any, experiment: Any) -> list[Observation]:
+    """Every COMPLETE trial of ``experiment`` (an ``Experiment`` or its name) as an Observation.
+
+    ``knobs`` holds every knob value of the trial (searched and fixed; mix weights as
+    ``mix_weight.<domain>``); ``loss`` is the mean evaluation loss (NaN when diverged);
+    ``extra`` has ``flops``, ``wall_time_s`` and ``objective`` (the value the sampler saw).
+    """
+    from optuna.trial import TrialState
+
+    name = experiment if isinstance(experiment, str) else experiment.name
+    if isinstance(storage, str):
+        storage = open_storage(storage)
+    out: list[Observation] = []
+    for sname in experiment_study_names(storage, name):
+        rung = sname[len(name) + 1:]
+        study_id = storage.get_study_id_from_name(sname)
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            loss = a.get("final_loss")
+            diverged = bool(a.get("diverged", False))
+            knobs = dict(a.get("knobs") or {k: v for k, v in t.params.items()})
+            extra = {"objective": float(t.value)}
+            for key in ("flops", "wall_time_s"):
+                if isinstance(a.get(key), (int, float)):
+                    extra[key] = float(a[key])
+            out.append(Observation(
+                params_total=float(a["params_total"]), params_active=float(a["params_active"]),
+                tokens=float(a["tokens"]), knobs=knobs,
+                loss=math.nan if loss is None or diverged else float(loss), diverged=diverged,
+                rung=rung, seed=int(a.get("seed", 0) or 0), extra=extra))
+    return out

@@ -1,0 +1,52 @@
+"""Plain value types of an experiment: rungs, knob ranges, data sources and budgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from proxy.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class RungSpec:
+    """One rung of the ladder: a model, its training tokens and its default batch (sequences)."""
+
+    name: str
+    config: ModelConfig
+    tokens: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """The search range of one knob: ``low``/``high`` (``log`` scale or not) or ``choices``."""
+
+    name: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[float | int | str, ...] = ()
+    integer: bool = False
+
+    @property
+    def categorical(self) -> bool:
+        return bool(self.choices)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the training data comes from and how domains are weighted (``proxy.data``)."""
+
+    domains: tuple[str, ...] = ("code", "prose", "notes")
+    user_domains: Mapping[str, str] = field(default_factory=dict)
+    train_mix: Mapping[str, float] = field(default_factory=dict)   # empty: uniform
+    eval_mix: Mapping[str, float] = field(default_factory=dict)    # empty: uniform
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Sweep compute caps: a fraction of the target run's FLOPs and/or absolute FLOPs."""
+
+    max_fraction_of_target: float | None = None
+    max_flops: float | None = None

@@ -1,0 +1,76 @@
+"""``ladder sweep EXPERIMENT.toml``: run (or resume) the sweep of an experiment file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run or resume the hyperparameter sweep of an experiment file",
+        description=("Run the sweep described by an experiment file: one Optuna study per rung "
+                     "in the trial store. A killed sweep resumes where it stopped (completed "
+                     "trials are kept, the interrupted one is retried)."))
+    p.add_argument("experiment", help="experiment file (TOML)")
+    p.add_argument("--rung", action="append", default=None,
+                   help="sweep only this rung (repeatable); default: every rung in order")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes sharing the store (default 1)")
+    p.add_argument("--storage", default=None,
+                   help="store URL overriding experiment.storage (sqlite:///PATH or postgresql://...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def storage_override(url: str | None) -> str | None:
+    """A relative SQLite path given on the command line is relative to the working folder."""
+    if url is None:
+        return None
+    from proxy.sweep.store import resolve_url
+
+    return resolve_url(url, os.getcwd())
+
+
+def run(args: argparse.Namespace) -> int:
+    from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.runner import run_sweep
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    exp = load_experiment(args.experiment, storage=storage_override(args.storage))
+    if args.rung:
+        for name in args.rung:
+            exp.rung(name)  # ValueError naming an unknown rung, before anything is created
+    bars: dict[str, object] = {}
+    callback = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        def callback(p) -> None:  # type: ignore[no-untyped-def]
+            bar = bars.get(p.rung)
+            if bar is None:
+                bar = bars[p.rung] = tqdm(total=p.requested, desc=f"{exp.name}/{p.rung}",
+                                          unit="trial", file=sys.stderr, leave=True)
+            bar.n = p.complete
+            best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
+            spent = (f"{p.spent_flops:.2e}" if p.budget_flops is None
+                     else f"{100 * p.spent_flops / p.budget_flops:.1f}%")
+            bar.set_postfix_str(f"best={best} diverged={p.diverged} flops={spent}")
+            bar.refresh()
+
+    try:
+        summary = run_sweep(exp, rungs=tuple(args.rung) if args.rung else None,
+                            workers=args.workers, progress=callback)
+    finally:
+        for bar in bars.values():
+            bar.close()  # type: ignore[attr-defined]
+    for p in summary.rungs:
+        best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
+        print(f"{exp.name}/{p.rung}: {p.complete}/{p.requested} complete, "
+              f"{p.diverged} diverged, best loss {best}")
+    if summary.message:
+        print(summary.message)
+    print(f"store: {exp.storage}")
+    return 0
