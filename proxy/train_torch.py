@@ -215,6 +215,8 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     train_loss)`` is called after every step (``step`` 0-based, so ``step + 1`` are done). ``init_params`` (canonical name -> array) replaces
     the seeded initialisation and ``batches`` (arrays (batch_size, seq_len + 1)) the data stream,
     for parity tests against the JAX twin. A divergence never raises: it is reported.
+    ``wall_time_s`` covers the whole call (set-up, training, evaluation); ``tokens_per_s`` is the
+    training tokens over the time of the training loop alone.
     """
     if not isinstance(hparams, TrainHParams):
         raise TypeError(f"hparams must be a TrainHParams, got {type(hparams).__name__}")
@@ -232,6 +234,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     diverged_step, reason = None, ""
 
     with _deterministic():
+        loop_start = time.perf_counter()
         for step in range(n_steps):
             try:
                 batch = torch.as_tensor(np.asarray(next(stream)), dtype=torch.long)
@@ -251,7 +254,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
             update(model, optimizer, loss, aux, step, n_steps, hparams)
             if progress is not None:
                 progress(step, n_steps, value)
-        train_time = time.perf_counter() - start
+        train_time = time.perf_counter() - loop_start
 
         per_domain: dict[str, float] = {}
         load = ExpertLoad()
