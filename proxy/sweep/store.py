@@ -36,8 +36,10 @@ def resolve_url(url: str, base_dir: str | Path) -> str:
         path = url[len(SQLITE_PREFIX):]
         if path and path != ":memory:" and not os.path.isabs(path):
             return SQLITE_PREFIX + str((Path(base_dir) / path).resolve())
-    if url.startswith("postgres://"):
-        return "postgresql://" + url[len("postgres://"):]
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the toolkit ships psycopg2.
+    for bare in ("postgres://", "postgresql://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare):]
     return url
 
 
@@ -82,6 +84,7 @@ def check_reachable(url: str) -> None:
     if url.startswith(POSTGRES_PREFIXES):
         import sqlalchemy
 
+        url = resolve_url(url, ".")
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.connect() as con:
@@ -97,6 +100,7 @@ def check_reachable(url: str) -> None:
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None) -> Any:
     """The ``optuna.storages.RDBStorage`` at ``url`` (creating a SQLite folder), cached per process."""
+    url = resolve_url(url, ".")
     key = (url, heartbeat_interval)
     if key in _OPEN:
         return _OPEN[key]
