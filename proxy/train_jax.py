@@ -1,0 +1,386 @@
+"""Train one MoE proxy in JAX: the ``jax`` backend of ``proxy.backends``.
+
+The recipe is ``proxy.train_torch``'s, step by step:
+
+1. Weights from ``proxy.init.init_params(config, seed, hparams.init_scale)`` (or ``init_params``),
+   batches from ``data.batches(seed, batch_size, seq_len)`` (or ``batches``): int arrays
+   (B, seq_len + 1); inputs ``batch[:, :-1]``, targets ``batch[:, 1:]``.
+2. Loss = mean token cross-entropy + ``aux_loss_coef`` * Switch balancing loss (Fedus et al. 2021,
+   eq. 4) + ``z_loss_coef`` * router z-loss (Zoph et al. 2022, eq. 5): the "training loss" of
+   the loss curve, the progress callback and the divergence test.
+3. Divergence: a non-finite training loss, or one above ``proxy.hparams.divergence_threshold``,
+   stops training at that step (its update is discarded); reported, never raised.
+4. Gradient clipping by global norm, by hand so both frameworks share the epsilon:
+   ``g <- g * min(1, grad_clip / (||g||_2 + clip_eps))`` (Pascanu et al. 2013); 0 disables it.
+5. AdamW (Loshchilov & Hutter 2019) from optax parts: per parameter ``scale_by_adam(b1, b2, eps,
+   eps_root=0)`` (eps added to sqrt(v_hat), torch's convention), plus ``weight_decay * p`` where
+   ``param_rules`` says so, times ``-lr_at(step) * lr_mult``, grouped with ``multi_transform`` by
+   labels keyed by canonical name. ``p - lr (u + wd p)`` is torch's decay-then-step
+   ``p (1 - lr wd) - lr u``: both decay the pre-step weights, so they agree up to rounding.
+6. Aux-loss-free balancing (DeepSeek-V3; Wang et al. 2024), after the optimiser step:
+   ``b_e += bias_update_rate * sign(mean(c) - c_e)`` with c the step's pre-drop slots per expert.
+7. At the end: evaluation on ``data.eval_sets`` per domain, the mix-weighted overall loss and the
+   expert load of the evaluation batches.
+
+Compilation. One jitted step per (config, dispatch, dtype); every hyperparameter (the scheduled lr,
+loss coefficients, weight decay, clip, clip eps, betas, Adam eps, bias rate) is an *input*
+array, and the optax transform is rebuilt from those inputs inside the trace (its state does
+not depend on their values), so a new learning rate or coefficient never recompiles.
+``TRACE_COUNTS`` counts traces. The persistent compilation cache is on (``cache_dir()``), so a
+fresh process reuses compiled steps.
+
+Importing this module (through ``proxy.model_jax``) enables ``jax_enable_x64``, which float64
+models need before any array is made; float32 models build every array with an explicit dtype.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from proxy import model_jax  # noqa: F401  (enables x64 before any array exists)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+
+from proxy.config import DTYPES, ModelConfig  # noqa: E402
+from proxy.flops import param_counts, train_flops  # noqa: E402
+from proxy.hparams import TrainHParams, divergence_threshold, lr_at  # noqa: E402
+from proxy.init import init_params as draw_init_params  # noqa: E402
+from proxy.ladder import default_tokens  # noqa: E402
+from proxy.model_jax import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
+from proxy.parametrization import param_rules  # noqa: E402
+from proxy.result import ExpertLoad, TrainResult  # noqa: E402
+
+Progress = Callable[[int, int, float], None]
+BACKEND = "jax"
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+# Hyperparameters fed to the compiled step as float64 scalars (one signature for every value).
+HP_FIELDS = ("lr", "aux_loss_coef", "z_loss_coef", "weight_decay", "grad_clip", "clip_eps",
+             "beta1", "beta2", "adam_eps", "bias_update_rate")
+
+
+def cache_dir() -> Path:
+    """Persistent compilation cache: $PROXY_TRANSFER_JAX_CACHE, else $XDG_CACHE_HOME or
+    ~/.cache, under proxy-transfer/jax."""
+    explicit = os.environ.get("PROXY_TRANSFER_JAX_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "proxy-transfer" / "jax"
+
+
+def _enable_compilation_cache() -> None:
+    if jax.config.jax_compilation_cache_dir:  # the caller chose one: keep it
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir()))
+    # Proxy steps compile in about a second; cache everything above a tenth of that.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_enable_compilation_cache()
+
+
+def jax_dtype(dtype: Any) -> np.dtype:
+    """"float32" / "float64" (or a NumPy/JAX float dtype) -> NumPy dtype."""
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dt
+
+
+def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
+    """max(1, tokens // (batch_size * seq_len)), tokens = hparams.tokens or the rung default."""
+    tokens = hparams.tokens or default_tokens(config)
+    return max(1, tokens // (hparams.batch_size * config.seq_len))
+
+
+def hp_inputs(hparams: TrainHParams, config: ModelConfig, lr: float) -> dict[str, np.ndarray]:
+    """The compiled step's hyperparameter inputs, lr being the scheduled one for this step."""
+    values = dict(hparams.to_dict(), lr=lr, bias_update_rate=config.bias_update_rate)
+    return {k: np.asarray(values[k], dtype=np.float64) for k in HP_FIELDS}
+
+
+# The pieces of one step ---------------------------------------------------------------------
+def _label(lr_mult: float, weight_decay: bool) -> str:
+    return f"lr_mult={lr_mult!r},{'decay' if weight_decay else 'no_decay'}"
+
+
+def optimizer_labels(config: ModelConfig) -> tuple[Params, dict[str, tuple[float, bool]]]:
+    """Label tree keyed by canonical name, and label -> (lr multiplier, weight-decay flag)."""
+    rules = param_rules(config)
+    groups = {_label(r.lr_mult, r.weight_decay): (r.lr_mult, r.weight_decay) for r in rules.values()}
+    labels = tree_from_flat({name: _label(r.lr_mult, r.weight_decay) for name, r in rules.items()})
+    return labels, groups
+
+
+def build_optimizer(config: ModelConfig, hp: Mapping[str, Any], dtype: Any) -> optax.GradientTransformation:
+    """AdamW as optax parts, one group per (lr multiplier, decay flag); hp values may be traced."""
+    labels, groups = optimizer_labels(config)
+    c = {k: jnp.asarray(v).astype(dtype) for k, v in hp.items()}
+    transforms = {}
+    for label, (lr_mult, decay) in groups.items():
+        parts = [optax.scale_by_adam(b1=c["beta1"], b2=c["beta2"], eps=c["adam_eps"], eps_root=0.0)]
+        if decay:
+            parts.append(optax.add_decayed_weights(c["weight_decay"]))
+        parts.append(optax.scale(-(c["lr"] * lr_mult)))
+        transforms[label] = optax.chain(*parts)
+    return optax.multi_transform(transforms, labels)
+
+
+def clip_by_global_norm(grads: Params, grad_clip: jax.Array, clip_eps: jax.Array) -> tuple[Params, jax.Array]:
+    """g * min(1, grad_clip / (||g|| + clip_eps)) when grad_clip > 0; returns (grads, norm)."""
+    leaves = jax.tree_util.tree_leaves(grads)
+    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in leaves))
+    factor = jnp.where(grad_clip > 0, jnp.minimum(1.0, grad_clip / (norm + clip_eps)), 1.0)
+    return jax.tree_util.tree_map(lambda g: g * factor.astype(g.dtype), grads), norm
+
+
+def update_expert_bias(buffers: Params, counts: jax.Array, rate: jax.Array, config: ModelConfig) -> Params:
+    """b_e += rate * sign(mean(c) - c_e) per MoE layer (DeepSeek-V3; Wang et al. 2024)."""
+    if not config.bias_balancing:
+        return buffers
+    flat = flatten_named(buffers)
+    moe_layers = [i for i in range(config.n_layers) if config.is_moe_layer(i)]
+    for row, layer in enumerate(moe_layers):
+        name = f"blocks.{layer}.moe.expert_bias"
+        bias = flat[name]
+        c = counts[row].astype(bias.dtype)
+        flat[name] = bias + rate.astype(bias.dtype) * jnp.sign(jnp.mean(c) - c)
+    return tree_from_flat(flat)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean token cross-entropy (nats) of integer targets under logits (..., V)."""
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked)
+
+
+def training_loss(params: Params, buffers: Params, batch: jax.Array, hp: Mapping[str, jax.Array],
+                  config: ModelConfig, dispatch: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+    logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch)
+    ce = cross_entropy(logits, batch[:, 1:])
+    loss = ce + hp["aux_loss_coef"].astype(ce.dtype) * aux["balance_loss"].astype(ce.dtype) \
+        + hp["z_loss_coef"].astype(ce.dtype) * aux["z_loss"].astype(ce.dtype)
+    return loss, aux
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_step(config: ModelConfig, dispatch: str) -> Callable:
+    """The jitted training step (params, buffers, opt_state, batch, hp) ->
+    (params, buffers, opt_state, loss, aux); one trace per dtype and batch shape."""
+
+    def step(params, buffers, opt_state, batch, hp):
+        TRACE_COUNTS["train_step"] += 1
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        (loss, aux), grads = jax.value_and_grad(training_loss, has_aux=True)(
+            params, buffers, batch, hp, config, dispatch)
+        grads, _ = clip_by_global_norm(grads, hp["grad_clip"].astype(dtype), hp["clip_eps"].astype(dtype))
+        updates, opt_state = build_optimizer(config, hp, dtype).update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        buffers = update_expert_bias(buffers, aux["slot_counts"], hp["bias_update_rate"], config)
+        return params, buffers, opt_state, loss, aux
+
+    return jax.jit(step)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval(config: ModelConfig, dispatch: str) -> Callable:
+    """The jitted evaluation: (params, buffers, batch) -> (mean token CE, aux)."""
+
+    def evaluate_batch(params, buffers, batch):
+        TRACE_COUNTS["eval"] += 1
+        logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch)
+        return cross_entropy(logits, batch[:, 1:]), aux
+
+    return jax.jit(evaluate_batch)
+
+
+# Evaluation and bookkeeping (the same as proxy.train_torch; test_parity compares the results) ------
+def evaluate(params: Params, buffers: Params, config: ModelConfig, dispatch: str,
+             eval_sets: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, float], ExpertLoad]:
+    """Mean token CE per domain (nats/byte) and the routing statistics over all evaluation batches."""
+    fn = compiled_eval(config, dispatch)
+    per_domain: dict[str, float] = {}
+    fractions, dropped, balance = [], [], []
+    for domain, rows in eval_sets.items():
+        total, count = 0.0, 0
+        for start in range(0, len(rows), batch_size):
+            batch = np.asarray(rows[start:start + batch_size], dtype=np.int32)
+            ce, aux = fn(params, buffers, batch)
+            n = batch[:, 1:].size
+            total += float(ce) * n
+            count += n
+            fractions.append(np.asarray(aux["load_fractions"], dtype=np.float64))
+            dropped.append(float(aux["dropped_fraction"]))
+            balance.append(float(aux["balance_loss"]))
+        per_domain[domain] = total / count
+    return per_domain, expert_load(fractions, dropped, balance)
+
+
+def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:
+    """Average routing statistics; max_over_mean = E * max f_e over layers (1 at perfect balance)."""
+    if not fractions or fractions[0].size == 0:
+        return ExpertLoad()
+    f = np.mean(fractions, axis=0)
+    return ExpertLoad(fractions=tuple(tuple(float(x) for x in row) for row in f),
+                      max_over_mean=float(f.max() * f.shape[1]),
+                      dropped_fraction=float(np.mean(dropped)), balance_loss=float(np.mean(balance)))
+
+
+def downsample(losses: list[float], points: int) -> tuple[tuple[int, float], ...]:
+    """At most ``points`` (step, loss) pairs evenly spaced over the run, first and last kept."""
+    if not losses:
+        return ()
+    idx = np.unique(np.round(np.linspace(0, len(losses) - 1, min(points, len(losses)))).astype(int))
+    return tuple((int(i), float(losses[i])) for i in idx)
+
+
+def _batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
+                  seq_len: int) -> Iterator[np.ndarray]:
+    if batches is not None:
+        return iter(batches)
+    if data is None:
+        raise ValueError("train needs data (a MixtureData) or batches")
+    return iter(data.batches(seed, batch_size, seq_len))
+
+
+def init_state(config: ModelConfig, hparams: TrainHParams, seed: int, dtype: Any,
+               init_params: Mapping[str, np.ndarray] | None = None) -> tuple[Params, Params, Any]:
+    """(params, buffers, optimiser state) at step 0."""
+    dt = jax_dtype(dtype)
+    params, buffers = init(config, seed, hparams.init_scale, dt)
+    if init_params is not None:
+        expected = set(flatten_named(params))
+        if set(init_params) != expected:
+            raise ValueError(f"init_params do not match the canonical table: missing "
+                             f"{sorted(expected - set(init_params))}, unknown {sorted(set(init_params) - expected)}")
+        params = tree_from_flat({n: jnp.asarray(np.asarray(a), dtype=dt) for n, a in init_params.items()})
+    opt_state = build_optimizer(config, hp_inputs(hparams, config, hparams.lr), dt).init(params)
+    return params, buffers, opt_state
+
+
+# The trainer ---------------------------------------------------------------------------------------
+def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
+          progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
+          init_params: Mapping[str, np.ndarray] | None = None,
+          batches: Iterable[np.ndarray] | None = None) -> TrainResult:
+    """Train one proxy and evaluate it; see the module docstring for the recipe.
+
+    Same contract as ``proxy.train_torch.train``: ``data`` is a ``proxy.data.MixtureData`` (None
+    allowed with ``batches``; then nothing is evaluated and ``final_loss`` is NaN);
+    ``progress(step, total_steps, train_loss)`` after every step; ``init_params`` (canonical
+    name -> array) and ``batches`` replace the seeded weights and data stream. Never raises on
+    divergence.
+    """
+    if not isinstance(hparams, TrainHParams):
+        raise TypeError(f"hparams must be a TrainHParams, got {type(hparams).__name__}")
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    if dispatch not in model_jax.DISPATCHES:
+        raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
+    start = time.perf_counter()
+    n_steps = total_steps(config, hparams)
+    bsz, seq = hparams.batch_size, config.seq_len
+    weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
+    params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
+    step_fn = compiled_step(config, dispatch)
+    stream = _batch_stream(data, batches, seed, bsz, seq)
+    threshold = divergence_threshold(hparams, config.vocab_size)
+    losses: list[float] = []
+    diverged_step, reason = None, ""
+
+    for step in range(n_steps):
+        try:
+            batch = np.asarray(next(stream), dtype=np.int32)
+        except StopIteration:
+            raise ValueError(f"batches ended after {step} of {n_steps} steps") from None
+        if batch.shape != (bsz, seq + 1):
+            raise ValueError(f"batch {step} has shape {batch.shape}, expected {(bsz, seq + 1)}")
+        hp = hp_inputs(hparams, config, lr_at(step, n_steps, hparams))
+        new_params, new_buffers, new_opt, loss, _ = step_fn(params, buffers, opt_state, batch, hp)
+        value = float(loss)
+        losses.append(value)
+        if not math.isfinite(value) or value > threshold:
+            diverged_step = step
+            reason = (f"non-finite training loss ({value}) at step {step}" if not math.isfinite(value)
+                      else f"training loss {value:.4g} above the divergence threshold {threshold:.4g} "
+                           f"at step {step}")
+            break  # the step's update is discarded, as torch stops before its update
+        params, buffers, opt_state = new_params, new_buffers, new_opt
+        if progress is not None:
+            progress(step, n_steps, value)
+    train_time = time.perf_counter() - start
+
+    per_domain: dict[str, float] = {}
+    load = ExpertLoad()
+    if diverged_step is not None:
+        final_loss = math.inf
+    elif data is None:
+        final_loss = math.nan
+    else:
+        per_domain, load = evaluate(params, buffers, config, dispatch,
+                                    data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
+        final_loss = float(data.overall_eval_loss(per_domain))
+
+    steps_run = len(losses)
+    tokens = steps_run * bsz * seq
+    counts = param_counts(config)
+    return TrainResult(
+        final_loss=final_loss, eval_loss_by_domain=per_domain,
+        final_train_loss=losses[-1] if losses else math.nan,
+        loss_curve=downsample(losses, hparams.log_points), steps=steps_run, tokens=tokens,
+        flops=train_flops(config, tokens), wall_time_s=time.perf_counter() - start,
+        tokens_per_s=tokens / train_time if train_time > 0 else 0.0, expert_load=load, seed=seed,
+        backend=BACKEND, diverged=diverged_step is not None, diverged_step=diverged_step,
+        divergence_reason=reason, params_total=counts.total, params_active=counts.active,
+        config=config.to_dict(), hparams=hparams.to_dict())
+
+
+def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
+                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+    """Time full training steps (forward, backward, clip, AdamW, bias update) on random bytes.
+
+    Returns the fields of ``proxy.train_torch.benchmark_steps``: ``tokens_per_s``, ``step_s`` (and
+    ``s_per_step``) over ``n_steps`` after ``warmup`` untimed steps, and ``compile_s``, the seconds
+    to trace and compile the step (ahead of time; the persistent cache shortens repeats).
+    """
+    if n_steps <= 0 or warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need n_steps > 0, warmup >= 0, batch_size > 0; got {n_steps}, {warmup}, {batch_size}")
+    if dispatch not in model_jax.DISPATCHES:
+        raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
+    hparams = TrainHParams(batch_size=batch_size)
+    params, buffers, opt_state = init_state(config, hparams, seed, dtype)
+    rng = np.random.default_rng(seed)
+    data = [rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)).astype(np.int32)
+            for _ in range(warmup + n_steps)]
+    total = warmup + n_steps
+    hps = [hp_inputs(hparams, config, lr_at(s, total, hparams)) for s in range(total)]
+    t0 = time.perf_counter()
+    fn = compiled_step(config, dispatch).lower(params, buffers, opt_state, data[0], hps[0]).compile()
+    compile_s = time.perf_counter() - t0
+    state = (params, buffers, opt_state)
+    for step in range(warmup):
+        *state, loss, _ = fn(*state, data[step], hps[step])
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for step in range(warmup, total):
+        *state, loss, _ = fn(*state, data[step], hps[step])
+    jax.block_until_ready((state, loss))
+    elapsed = time.perf_counter() - t0
+    return {"dispatch": dispatch, "resolved_dispatch": dispatch, "dtype": str(jax_dtype(dtype)),
+            "batch_size": batch_size, "seq_len": config.seq_len, "n_steps": n_steps,
+            "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps, "compile_s": compile_s,
+            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed,
+            "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
