@@ -1,0 +1,112 @@
+"""A sweep killed mid-trial resumes without loss: completed trials are kept and never rerun,
+the interrupted one is retried with the same parameters, and exactly N trials complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+TEXT = """
+[experiment]
+name = "resume"
+backend = "simulated"
+heartbeat_interval = 1
+
+[ladder]
+[[ladder.rungs]]
+name = "r0"
+d_model = 64
+n_layers = 2
+n_heads = 2
+head_dim = 32
+n_experts = 4
+top_k = 1
+d_expert = 128
+tokens = 200000
+batch_size = 8
+
+[search]
+sampler = "tpe"
+trials_per_rung = 6
+startup_trials = 3
+[search.box]
+lr = { low = 1e-4, high = 1e-2, log = true }
+
+[data]
+domains = ["code"]
+
+[simulated]
+sleep_s = 0.8
+"""
+
+
+def _cmd(path: Path) -> list[str]:
+    return [sys.executable, "-m", "reports.cli", "sweep", str(path), "--no-progress"]
+
+
+def _trials(url: str):
+    study = optuna.load_study(study_name="resume/r0", storage=url)
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_resume(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text(TEXT)
+    url = f"sqlite:///{tmp_path / 'runs' / 'resume' / 'trials.db'}"
+    env = dict(os.environ)
+    proc = subprocess.Popen(_cmd(path), env=env, cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            time.sleep(0.2)
+            if (tmp_path / "runs" / "resume" / "trials.db").exists():
+                try:
+                    trials = _trials(url)
+                except KeyError:
+                    continue
+                complete = [t for t in trials if t.state == TrialState.COMPLETE]
+                running = [t for t in trials if t.state == TrialState.RUNNING]
+                if len(complete) >= 2 and running:
+                    break
+            assert proc.poll() is None, "the sweep exited before it could be killed"
+        else:
+            pytest.fail("the sweep did not reach two complete trials in time")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = {t.number: t for t in _trials(url)}
+    done_before = {n: t for n, t in before.items() if t.state == TrialState.COMPLETE}
+    killed = [t for t in before.values() if t.state == TrialState.RUNNING]
+    assert len(killed) == 1 and len(done_before) >= 2
+    killed = killed[0]
+
+    out = subprocess.run(_cmd(path), env=env, cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    after = {t.number: t for t in _trials(url)}
+    complete = [t for t in after.values() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    # Completed trials are kept untouched and never rerun.
+    for n, t in done_before.items():
+        assert after[n].state == TrialState.COMPLETE
+        assert after[n].params == t.params and after[n].datetime_complete == t.datetime_complete
+        same = [c for c in complete if c.params == t.params]
+        assert len(same) == 1, "a completed trial was run again"
+    # The interrupted trial is marked FAIL and retried with its parameters (Optuna's retry
+    # callback records the original number as the system attribute failed_trial).
+    assert after[killed.number].state == TrialState.FAIL
+    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert len({t.number for t in after.values()}) == len(after)
