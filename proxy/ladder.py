@@ -28,7 +28,7 @@ readout counts as non-embedding). Two regimes, split at ``COMPUTE_LIMITED_MAX_N`
   Training costs ``6 N D`` FLOPs (Kaplan et al. 2020), so 20 N tokens would cost the largest CPU
   rung (N = 2.2M) 5.7e14 FLOPs: hours at the ~60 GFLOP/s the torch fast path sustains on two
   cores (``ladder bench``). A minute buys ~2e5 tokens there, so the CPU ladder lives in the
-  under-trained regime (0.1 to 4 tokens per parameter) and says so. The small exponent keeps
+  under-trained regime (0.08 to 3 tokens per parameter) and says so. The small exponent keeps
   the budget increasing with size (as every compute-optimal rule does) while the floor keeps
   the smallest rungs at >= ~130 optimiser steps of 1024 tokens; the sweep's fits compare rungs
   trained by this one rule, and the CPU target is trained by it too.
@@ -48,7 +48,7 @@ from proxy.flops import param_counts
 CHINCHILLA_TOKENS_PER_PARAM = 20.0   # Hoffmann et al. 2022
 COMPUTE_LIMITED_MAX_N = 20_000_000   # active non-embedding params below which the CPU rule applies
 CPU_N_REF = 1_000_000                # reference size of the CPU power law (active non-embedding)
-CPU_D_REF = 180_000                  # tokens at N = CPU_N_REF
+CPU_D_REF = 155_000                  # tokens at N = CPU_N_REF
 CPU_GAMMA = 0.1                      # D grows as N^0.1 on the CPU ladder (compute-limited)
 CPU_MIN_TOKENS = 131_072             # floor: 128 steps of 8 x 128 tokens
 TOKEN_QUANTUM = 8_192                # budgets are whole multiples of this many tokens

@@ -1,0 +1,79 @@
+"""proxy.bench against a scripted backend: interleaving order, medians, ratios and MFU by hand."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from proxy import bench
+from proxy.flops import train_flops_per_token
+from proxy.ladder import get_ladder
+
+
+def _fake_backend(calls: list, step_s: dict[str, list[float]], compile_s: float | None = None):
+    queues = {k: list(v) for k, v in step_s.items()}
+
+    def benchmark_steps(config, *, dispatch, batch_size, n_steps, warmup=2, dtype="float32", seed=0):
+        calls.append((config.name, dispatch, batch_size, n_steps))
+        s = queues[dispatch].pop(0)
+        return {"step_s": s, "tokens_per_s": batch_size * config.seq_len / s, "compile_s": compile_s}
+
+    return types.SimpleNamespace(benchmark_steps=benchmark_steps)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    calls: list = []
+    peaks = iter([100e9, 120e9])  # before and after the rungs: the best (120e9) is the peak
+    backend = _fake_backend(calls, {"fast": [0.2, 0.1, 0.3], "loop": [0.5, 0.9, 0.4]})
+    monkeypatch.setattr(bench, "load_backend", lambda name: backend)
+    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
+    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: next(peaks))
+    return calls
+
+
+def test_interleaved_medians_ratio_and_mfu(scripted):
+    rung = get_ladder("cpu").rung("w64")
+    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=3)
+    # fast, loop, fast, loop, fast, loop: interleaved, never all of one then the other.
+    assert [c[1] for c in scripted] == ["fast", "loop"] * 3
+    assert all(c[2] == rung.batch_size and c[3] == 4 for c in scripted)
+    row = report.rows[0]
+    fast, loop = row.timing("fast"), row.timing("loop")
+    tokens = rung.batch_size * rung.config.seq_len
+    assert fast.step_s == 0.2 and loop.step_s == 0.5                  # medians
+    assert fast.samples == (0.2, 0.1, 0.3)
+    assert fast.tokens_per_s == pytest.approx(tokens / 0.2)           # median of tokens/s
+    assert row.fast_over_loop == pytest.approx((tokens / 0.2) / (tokens / 0.5))  # 2.5
+    assert report.peak_flops == {"torch": 120e9}
+    assert fast.mfu == pytest.approx(train_flops_per_token(rung.config) * tokens / 0.2 / 120e9)
+    table = report.table()
+    assert "w64" in table and "2.50x" in table and "120 GFLOP/s" in table
+    data = report.to_dict()
+    assert data["rows"][0]["fast_over_loop"] == pytest.approx(2.5)
+
+
+def test_two_backends_are_compared(monkeypatch):
+    calls: list = []
+    torch_like = _fake_backend(calls, {"fast": [0.2], "loop": [0.4]})
+    jax_like = _fake_backend(calls, {"fast": [0.1], "loop": [0.3]}, compile_s=4.0)
+    monkeypatch.setattr(bench, "load_backend", {"torch": torch_like, "jax": jax_like}.__getitem__)
+    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
+    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 100e9)
+    report = bench.bench_rungs([get_ladder("cpu").rung("w32")], ("torch", "jax"), repeats=1)
+    assert report.jax_vs_torch() == {"w32": pytest.approx(2.0)}
+    assert report.rows[1].timing("fast").compile_s == 4.0
+    assert "JAX fast step time: w32 2.00x" in report.table()
+
+
+@pytest.mark.parametrize("kwargs, field", [({"steps": 0}, "steps"), ({"repeats": 0}, "repeats"),
+                                          ({"batch_size": -1}, "batch_size")])
+def test_bad_arguments_are_named(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        bench.bench_rungs(get_ladder("cpu").rungs[:1], ("torch",), **kwargs)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="'simulated'"):
+        bench.set_threads("simulated", 1)
