@@ -39,16 +39,21 @@ SAMPLERS = ("tpe", "random", "grid", "qmc", "gp")
 BACKEND_NAMES = ("torch", "jax", "simulated")
 _BUILTIN_DOMAINS_FALLBACK = ("code", "prose", "notes")
 
-# Review policy defaults (used later by the go/no-go review):
+# Review policy defaults (read by transfer.ladder and reports.review; README "The review policy"):
 REVIEW_DEFAULTS: dict[str, Any] = {
-    "min_interior_rungs": 3,        # rungs whose optimum is inside the box (not on an edge)
-    "extrapolation_warn": 10.0,     # target/largest-rung size ratio above which to warn
-    "extrapolation_fail": 100.0,    # ... above which the verdict cannot be GO
-    "max_lr_ratio": 2.0,            # width (high/low) of the 80% interval of the target lr
-    "max_loss_penalty": 0.01,       # predicted loss penalty (nats) of the plan's uncertainty
+    "min_interior_rungs": 4,        # rungs whose optimum is inside the box (not on an edge)
+    "extrapolation_warn": 100.0,    # target/largest-rung active-parameter ratio above which to warn
+    "extrapolation_fail": 1000.0,   # ... above which the review fails
+    "max_lr_ratio": 4.0,            # width (high/low) of the 95% interval of the target lr
+    "max_loss_penalty": 0.01,       # predicted loss penalty (nats) at the 95% interval ends
     "max_budget_fraction": 0.2,     # sweep FLOPs / target FLOPs
-    "allow_widening": True,         # may the ladder widen a box whose optimum sits on an edge
-    "max_widen_factor": 4.0,        # ... by at most this factor per edge
+    "backtest_alpha": 0.05,         # miss probability of the backtest's prediction interval
+    "divergence_window": 2.0,       # trials within this factor of the planned lr (largest rung)
+    "max_divergence_fraction": 0.2,  # ... of which at most this share may diverge
+    "max_expert_load": 2.0,         # max/mean expert load of the largest rung's best trial
+    "allow_widening": True,         # may the ladder widen a box beyond the human's box
+    "max_widen_factor": 4.0,        # ... to at most this multiple of its width (log units)
+    "max_widen_rounds": 2,          # edge-widening rounds per rung (each adds trials)
 }
 
 
@@ -365,7 +370,7 @@ def _parse_review(table: Any) -> dict[str, Any]:
         if name == "allow_widening":
             if not isinstance(value, bool):
                 raise ExperimentError(key, "must be true or false", value)
-        elif name == "min_interior_rungs":
+        elif name in ("min_interior_rungs", "max_widen_rounds"):
             _number(value, key, integer=True, non_negative=True)
         else:
             _number(value, key, positive=True)
