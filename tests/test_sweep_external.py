@@ -34,6 +34,7 @@ def _as_floats(row: list[str]) -> list[object]:
     return out
 
 
+@pytest.mark.slow
 def test_steplaw_round_trip(tmp_path, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     src = shared_data / STEPLAW

@@ -63,7 +63,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     path.write_text(TEXT)
     url = f"sqlite:///{tmp_path / 'runs' / 'resume' / 'trials.db'}"
     env = dict(os.environ)
-    proc = subprocess.Popen(_cmd(path), env=env, cwd=Path(__file__).resolve().parents[1],
+    proc = subprocess.Popen(_cmd(path), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
@@ -92,7 +92,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert len(killed) == 1 and len(done_before) >= 2
     killed = killed[0]
 
-    out = subprocess.run(_cmd(path), env=env, cwd=Path(__file__).resolve().parents[1],
+    out = subprocess.run(_cmd(path), env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     after = {t.number: t for t in _trials(url)}
