@@ -15,7 +15,8 @@ divergence handling, cost accounting and the trial attributes the fits and repor
 * Resume: each running trial has a heartbeat; on restart, stale RUNNING trials are failed and
   re-enqueued with their parameters (``proxy.sweep.store``), COMPLETE ones are kept.
 * Seeds: training seeds are the experiment's seeds (the same for every trial); the sampler is
-  seeded by the first seed, the number of trials already in the study and the worker index, so
+  seeded by the first seed, the rung name, the number of trials already in the study and the
+  worker index, so
   a resumed sweep does not replay the random start-up points it already has.
 """
 
@@ -27,6 +28,7 @@ import os
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -126,7 +128,9 @@ def _study(experiment: Experiment, rung: RungSpec, storage: Any, *, worker: int 
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 load_if_exists=True)
     n_existing = len(study.get_trials(deepcopy=False))
-    seed = (experiment.seeds[0] * 1_000_003 + n_existing * 7_919 + worker) % (2 ** 32)
+    # Different start-up points per rung, per resume and per worker; reproducible for a given store.
+    seed = (experiment.seeds[0] * 1_000_003 + zlib.crc32(rung.name.encode()) + n_existing * 7_919
+            + worker) % (2 ** 32)
     study.sampler = make_sampler(experiment, seed, workers=workers)
     if "rung" not in study.user_attrs:
         study.set_user_attr("experiment", experiment.name)
