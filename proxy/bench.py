@@ -84,8 +84,12 @@ class RungBench:
         raise KeyError(dispatch)
 
     @property
-    def fast_over_loop(self) -> float:
-        """Speed-up of the fast dispatch over the per-expert loop (ratio of tokens/s)."""
+    def fast_over_loop(self) -> float | None:
+        """Speed-up of the fast dispatch over the per-expert loop (ratio of tokens/s); None
+        when the backend has no loop dispatch."""
+        dispatches = {t.dispatch for t in self.timings}
+        if not {"fast", "loop"} <= dispatches:
+            return None
         return self.timing("fast").tokens_per_s / self.timing("loop").tokens_per_s
 
 
@@ -102,10 +106,7 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for row, out in zip(self.rows, data["rows"]):
-            try:
-                out["fast_over_loop"] = row.fast_over_loop
-            except KeyError:
-                pass
+            out["fast_over_loop"] = row.fast_over_loop
         data["jax_over_torch"] = {rung: ratio for rung, ratio in self.jax_vs_torch().items()}
         return data
 
@@ -124,11 +125,13 @@ class BenchReport:
                 "fast/loop", "MFU fast", "MFU loop", "compile s")
         lines = [head]
         for r in self.rows:
-            fast, loop = r.timing("fast"), r.timing("loop")
+            fast = r.timing("fast")
+            loop = r.timing("loop") if r.fast_over_loop is not None else None
             lines.append((r.rung, r.backend, _si(r.params_total), _si(r.params_active),
                           f"{r.flops_per_token / 1e6:.2f}", f"{fast.tokens_per_s:,.0f}",
-                          f"{loop.tokens_per_s:,.0f}", f"{r.fast_over_loop:.2f}x",
-                          f"{100 * fast.mfu:.1f}%", f"{100 * loop.mfu:.1f}%",
+                          "-" if loop is None else f"{loop.tokens_per_s:,.0f}",
+                          "-" if loop is None else f"{r.fast_over_loop:.2f}x",
+                          f"{100 * fast.mfu:.1f}%", "-" if loop is None else f"{100 * loop.mfu:.1f}%",
                           "-" if fast.compile_s is None else f"{fast.compile_s:.1f}"))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         text = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
@@ -172,6 +175,9 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
     modules = {b: load_backend(b) for b in backends}
     used = {b: set_threads(b, threads) for b in backends}
     peaks = {b: matmul_peak(b, dtype=dtype) for b in backends}
+    # A backend without a per-expert loop (JAX's dispatches are "fast" and "dense") refuses
+    # dispatch="loop" with a ValueError on its first try; it is then timed on "fast" alone.
+    supported = {b: list(DISPATCHES) for b in backends}
     rows = []
     for rung in rungs:
         bs = batch_size or rung.batch_size
@@ -179,17 +185,23 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
         for rep in range(repeats):
             # Interleave: every (backend, dispatch) once per round, so noise is shared.
             for b in backends:
-                for d in DISPATCHES:
+                for d in list(supported[b]):
                     if log:
                         log(f"{rung.name} {b} {d} round {rep + 1}/{repeats}")
-                    out = modules[b].benchmark_steps(rung.config, dispatch=d, batch_size=bs,
-                                                     n_steps=steps, warmup=warmup, dtype=dtype)
+                    try:
+                        out = modules[b].benchmark_steps(rung.config, dispatch=d, batch_size=bs,
+                                                         n_steps=steps, warmup=warmup, dtype=dtype)
+                    except ValueError:
+                        if d == "fast" or samples.get((b, d)):
+                            raise
+                        supported[b].remove(d)
+                        continue
                     samples.setdefault((b, d), []).append(out)
         counts = param_counts(rung.config)
         fpt = train_flops_per_token(rung.config)
         for b in backends:
             timings = []
-            for d in DISPATCHES:
+            for d in supported[b]:
                 runs = samples[(b, d)]
                 step_s = statistics.median(float(r["step_s"]) for r in runs)
                 tps = statistics.median(float(r["tokens_per_s"]) for r in runs)
@@ -203,4 +215,6 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
     rows = [dataclasses.replace(r, timings=tuple(
         dataclasses.replace(t, mfu=r.flops_per_token * t.tokens_per_s / peaks[r.backend])
         for t in r.timings)) for r in rows]
-    return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype)
+    notes = tuple(f"{b}: no per-expert loop dispatch, timed on the fast one only"
+                  for b in backends if "loop" not in supported[b])
+    return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype, notes)

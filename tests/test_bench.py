@@ -15,6 +15,8 @@ def _fake_backend(calls: list, step_s: dict[str, list[float]], compile_s: float 
     queues = {k: list(v) for k, v in step_s.items()}
 
     def benchmark_steps(config, *, dispatch, batch_size, n_steps, warmup=2, dtype="float32", seed=0):
+        if dispatch not in queues:
+            raise ValueError(f"dispatch must be one of {tuple(queues)}, got {dispatch!r}")
         calls.append((config.name, dispatch, batch_size, n_steps))
         s = queues[dispatch].pop(0)
         return {"step_s": s, "tokens_per_s": batch_size * config.seq_len / s, "compile_s": compile_s}
@@ -56,15 +58,19 @@ def test_interleaved_medians_ratio_and_mfu(scripted):
 
 def test_two_backends_are_compared(monkeypatch):
     calls: list = []
-    torch_like = _fake_backend(calls, {"fast": [0.2], "loop": [0.4]})
-    jax_like = _fake_backend(calls, {"fast": [0.1], "loop": [0.3]}, compile_s=4.0)
+    torch_like = _fake_backend(calls, {"fast": [0.2, 0.4], "loop": [0.4, 0.8]})
+    jax_like = _fake_backend(calls, {"fast": [0.1, 0.1]}, compile_s=4.0)  # no loop dispatch
     monkeypatch.setattr(bench, "load_backend", {"torch": torch_like, "jax": jax_like}.__getitem__)
     monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
     monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 100e9)
-    report = bench.bench_rungs([get_ladder("cpu").rung("w32")], ("torch", "jax"), repeats=1)
-    assert report.jax_vs_torch() == {"w32": pytest.approx(2.0)}
+    cpu = get_ladder("cpu")
+    report = bench.bench_rungs([cpu.rung("w32"), cpu.rung("w48")], ("torch", "jax"), repeats=1)
+    assert [c[1] for c in calls] == ["fast", "loop", "fast", "fast", "loop", "fast"]
+    assert report.jax_vs_torch() == {"w32": pytest.approx(2.0), "w48": pytest.approx(4.0)}
     assert report.rows[1].timing("fast").compile_s == 4.0
-    assert "JAX fast step time: w32 2.00x" in report.table()
+    assert report.rows[1].fast_over_loop is None and report.rows[0].fast_over_loop == pytest.approx(2.0)
+    table = report.table()
+    assert "JAX fast step time: w32 2.00x" in table and "jax: no per-expert loop" in table
 
 
 @pytest.mark.parametrize("kwargs, field", [({"steps": 0}, "steps"), ({"repeats": 0}, "repeats"),
