@@ -26,12 +26,16 @@ readout counts as non-embedding). Two regimes, split at ``COMPUTE_LIMITED_MAX_N`
   deliver in a minute, not by compute-optimality: a power law
   ``D = CPU_D_REF * (N / CPU_N_REF) ** CPU_GAMMA`` with a floor of ``CPU_MIN_TOKENS``.
   Training costs ``6 N D`` FLOPs (Kaplan et al. 2020), so 20 N tokens would cost the largest CPU
-  rung (N = 2.2M) 5.7e14 FLOPs: hours at the ~60 GFLOP/s the torch fast path sustains on two
-  cores (``ladder bench``). A minute buys ~2e5 tokens there, so the CPU ladder lives in the
-  under-trained regime (0.08 to 3 tokens per parameter) and says so. The small exponent keeps
-  the budget increasing with size (as every compute-optimal rule does) while the floor keeps
-  the smallest rungs at >= ~130 optimiser steps of 1024 tokens; the sweep's fits compare rungs
-  trained by this one rule, and the CPU target is trained by it too.
+  rung (N = 2.2M) 5.7e14 FLOPs: hours at the 50-100 GFLOP/s of model FLOPs the torch fast path
+  sustains on one or two cores. Measured in ``proxy.train_torch.train`` (CPU time per step,
+  one thread): 0.048 s for w32, 0.10 s for w96, 0.27 s for w256 at 8 x 128 tokens per step, so
+  the largest rung's 168 steps take ~45 s on one core, less on two; the budgets also satisfy a
+  conservative two-core model (8 s fixed + 0.06 s per step + FLOPs at 60 GFLOP/s <= 60 s,
+  ``tests/test_ladder.py``). The CPU ladder thus lives in the under-trained regime (0.08 to 3
+  tokens per parameter) and says so. The small exponent keeps the budget increasing with size
+  (as every compute-optimal rule does) while the floor keeps the smallest rungs at 128
+  optimiser steps of 1024 tokens; the sweep's fits compare rungs trained by this one rule, and
+  the CPU target is trained by it too.
 
 All budgets are rounded up to a whole number of ``TOKEN_QUANTUM`` tokens.
 """
