@@ -91,7 +91,7 @@ def _torch_choices(model):
     return seen, hooks
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_forward_routing_and_gradients_agree(name, dtype):
     config, tol = CONFIGS[name], TOL[dtype]["fwd"]
@@ -167,6 +167,7 @@ def _run_jax(config, dtype, weights, batches):
     return losses, MJ.flatten_named(params) | MJ.flatten_named(buffers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_twenty_training_steps_agree(name, dtype):
@@ -207,6 +208,7 @@ class _TinyData:
         return 0.25 * per_domain["a"] + 0.75 * per_domain["b"]
 
 
+@pytest.mark.slow
 def test_trainers_report_the_same_result():
     config = CONFIGS["mup_shared_bias"]
     hparams = HPARAMS.replace(eval_batches=2)
