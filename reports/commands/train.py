@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                    help=f"learning-rate schedule after warmup (default: {defaults.schedule})")
     p.add_argument("--threads", type=int, default=0,
-                   help="intra-op CPU threads for the framework; 0 (default) keeps its default")
+                   help="intra-op CPU threads for torch (JAX sizes its pool at start-up); "
+                        "0 (default) keeps the framework's default")
     p.set_defaults(func=run)
 
 
