@@ -24,6 +24,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "import_runs",
     "export_runs",
+    "fit",
+    "plan",
+    "review",
+    "run",
 )
 
 

@@ -42,9 +42,10 @@ GO, NO_GO = "GO", "NO-GO"
 VERDICTS = (GO, NO_GO, INCONCLUSIVE)
 CHECK_NAMES = ("interior_rungs", "edge_largest", "extrapolation", "backtest", "lr_interval", "loss_penalty",
                "divergence", "expert_load", "sweep_cost")
-VERDICT_RULE = ("NO-GO if any hard check FAILs; otherwise INCONCLUSIVE if any check is INCONCLUSIVE "
-                "(evidence missing or not decisive); otherwise GO (WARNs are listed as reasons but do not "
-                "block).")
+HARD_CHECKS = ("interior_rungs", "edge_largest", "extrapolation", "backtest", "loss_penalty", "divergence")
+VERDICT_RULE = ("NO-GO if any hard check FAILs; otherwise INCONCLUSIVE if any hard check is INCONCLUSIVE "
+                "(evidence missing or not decisive); otherwise GO. Hard checks: " + ", ".join(HARD_CHECKS) +
+                ". The other checks only WARN; their warnings are listed with the verdict.")
 
 
 def _jsonable(x: Any) -> Any:
@@ -135,3 +136,199 @@ class Verdict:
             lines.append(f"  [{c.status:<12}] {c.title}: {fig} {c.unit} (threshold {c.threshold}) - {c.reason}")
         lines += [f"  reason: {r}" for r in self.reasons]
         return "\n".join(lines)
+
+
+# The checks ------------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _check(name: str, title: str, status: str, figure: float | None, unit: str, threshold: str, reason: str,
+           **details: Any) -> Check:
+    return Check(name=name, title=title, status=status, figure=figure, unit=unit, threshold=threshold,
+                 reason=reason, hard=name in HARD_CHECKS, details=details)
+
+
+def check_interior_rungs(fits: Any, policy: Mapping[str, Any]) -> Check:
+    need = int(policy["min_interior_rungs"])
+    usable = [o.rung for o in fits.usable]
+    bad = [f"{f.rung} ({'; '.join(f.optimum.flag_codes) if f.optimum is not None else f.error})"
+           for f in fits.rungs if f.optimum is None or not f.optimum.usable]
+    ok = len(usable) >= need
+    reason = (f"{len(usable)} of {len(fits.rungs)} rungs have an interior optimum"
+              + (f"; not usable: {', '.join(bad)}" if bad else "")
+              + ("" if ok else f"; at least {need} are needed for a trend with a backtest"))
+    return _check("interior_rungs", "Rungs with interior optima", PASS if ok else INCONCLUSIVE, float(len(usable)),
+                  "rungs", f">= {need} rungs", reason, usable=usable, not_usable=bad)
+
+
+def check_edge_largest(fits: Any) -> Check:
+    top = list(fits.rungs)[-2:]
+    edge, missing = [], []
+    for f in top:
+        if f.optimum is None:
+            missing.append(f.rung)
+        elif "edge" in f.optimum.flag_codes or "not_convex" in f.optimum.flag_codes:
+            msgs = [fl.message for fl in f.optimum.flags if fl.code in ("edge", "not_convex")]
+            edge.append(f"{f.rung}: {msgs[0]}")
+    if edge or missing:
+        reason = ("optimum on the box edge (or no interior minimum) on the largest rungs, so the box is drawn "
+                  "wrong there: " + "; ".join(edge + [f"{m}: no optimum" for m in missing]))
+        status = INCONCLUSIVE
+    else:
+        reason = f"the optima of {', '.join(f.rung for f in top)} lie inside their boxes"
+        status = PASS
+    return _check("edge_largest", "No edge optimum on the two largest rungs", status, float(len(edge) + len(missing)),
+                  "rungs", "0 of the 2 largest", reason, rungs=[f.rung for f in top])
+
+
+def check_extrapolation(plan: Any, policy: Mapping[str, Any]) -> Check:
+    x, warn, fail = plan.extrapolation_factor, float(policy["extrapolation_warn"]), float(policy["extrapolation_fail"])
+    status = FAIL if x > fail else WARN if x > warn else PASS
+    reason = (f"the target has {_fmt(x)}x the active parameters of the largest rung ({plan.largest_rung})"
+              + {PASS: "", WARN: f", beyond the {warn:g}x the policy trusts without warning",
+                 FAIL: f", beyond the {fail:g}x limit: add larger rungs"}[status])
+    return _check("extrapolation", "Extrapolation factor", status, x, "x", f"warn > {warn:g}x, fail > {fail:g}x", reason)
+
+
+def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
+    from fits.power_law import backtest_leave_largest_out
+
+    alpha = float(policy["backtest_alpha"])
+    eligible = {k: t for k, t in fits.trends.items() if t.n >= 4}
+    if not eligible:
+        return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, None, "z",
+                      f"inside the {1 - alpha:.0%} prediction interval",
+                      "fewer than 4 rungs with interior optima: no trend can be fitted without the largest rung")
+    # Bonferroni over knobs: the chance that any knob misses by chance stays alpha.
+    a = alpha / len(eligible)
+    results = {}
+    for k, t in eligible.items():
+        results[k] = backtest_leave_largest_out(t.sizes, t.values, value_se=t.value_se, tokens=t.tokens, alpha=a)
+    missed = {k: b for k, b in results.items() if not b.inside}
+    worst = max(results, key=lambda k: abs(results[k].z))
+    details = {k: b.to_dict() | {"rung": eligible[k].labels[-1] if eligible[k].labels else ""} for k, b in results.items()}
+    if missed:
+        k, b = next(iter(missed.items()))
+        reason = (f"fitted without the largest rung, the trend predicted {k} = {_fmt(b.predicted)} there, but the rung's "
+                  f"optimum is {_fmt(b.observed)}, outside the {1 - a:.1%} prediction interval [{_fmt(b.interval.low)}, "
+                  f"{_fmt(b.interval.high)}]: the optimum bends away from the power law")
+        return _check("backtest", "Backtest on the largest rung", FAIL, results[worst].z, "z",
+                      f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
+                      reason, knobs=details)
+    reason = (f"the largest rung's optima ({', '.join(eligible)}) lie inside the prediction intervals of trends fitted "
+              f"without it (worst: {worst}, z = {results[worst].z:+.2f})")
+    return _check("backtest", "Backtest on the largest rung", PASS, results[worst].z, "z",
+                  f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
+                  reason, knobs=details)
+
+
+def check_lr_interval(plan: Any, policy: Mapping[str, Any]) -> Check:
+    limit = float(policy["max_lr_ratio"])
+    lr = [k for k in plan.knobs if k.name == "lr"]
+    if not lr:
+        return _check("lr_interval", "Width of the learning-rate interval", WARN, None, "x", f"<= {limit:g}x",
+                      "the learning rate is not searched, so its interval at the target is unknown")
+    k = lr[0]
+    r = k.ratio95
+    ok = r <= limit
+    reason = (f"the 95% interval of the target lr is [{_fmt(k.ci95.low)}, {_fmt(k.ci95.high)}] ({k.kind95}), "
+              f"a factor {_fmt(r)} wide" + ("" if ok else f", wider than {limit:g}x"))
+    return _check("lr_interval", "Width of the learning-rate interval", PASS if ok else WARN, r, "x", f"<= {limit:g}x",
+                  reason, ci95=k.ci95.to_dict(), kind=k.kind95)
+
+
+def check_loss_penalty(plan: Any, policy: Mapping[str, Any]) -> Check:
+    limit = float(policy["max_loss_penalty"])
+    missing = [k.name for k in plan.knobs if k.penalty95 is None]
+    per = {k.name: k.max_penalty95 for k in plan.knobs if k.penalty95 is not None}
+    if missing or not plan.knobs:
+        return _check("loss_penalty", "Loss penalty at the interval ends", INCONCLUSIVE, None, "nats",
+                      f"<= {limit:g} nats", f"no convex loss surface on the largest rungs for {', '.join(missing) or 'any knob'}"
+                      ", so the cost of the plan's uncertainty is unknown", per_knob=per)
+    total = float(sum(per.values()))   # a separable quadratic: penalties of the knobs add
+    ok = total <= limit
+    worst = max(per, key=per.get)
+    reason = (f"at the ends of the 95% intervals the predicted loss penalty is {_fmt(total)} nats in all "
+              f"(largest: {worst}, {_fmt(per[worst])} nats)"
+              + ("" if ok else f", above {limit:g} nats: more rungs or trials are needed to narrow the intervals"))
+    return _check("loss_penalty", "Loss penalty at the interval ends", PASS if ok else INCONCLUSIVE, total, "nats",
+                  f"<= {limit:g} nats", reason, per_knob=per)
+
+
+def check_divergence(plan: Any, fits: Any, policy: Mapping[str, Any]) -> Check:
+    w, limit = float(policy["divergence_window"]), float(policy["max_divergence_fraction"])
+    thr = f"<= {limit:.0%} of trials within {w:g}x of the planned lr"
+    largest = list(fits.rungs)[-1]
+    obs = list(fits.observations.get(largest.rung, ()))
+    if "lr" not in (largest.optimum.continuous if largest.optimum is not None else ()):
+        return _check("divergence", "Divergences near the planned lr", WARN, None, "fraction", thr,
+                      "the learning rate is not searched on the largest rung; divergence cannot be checked")
+    trend = fits.trends.get("lr")
+    centre = trend.predict(largest.optimum.params_active) if trend is not None else float(largest.optimum.value("lr"))
+    near = [o for o in obs if centre / w <= float(o.knobs["lr"]) <= centre * w]
+    if not near:
+        return _check("divergence", "Divergences near the planned lr", WARN, None, "fraction", thr,
+                      f"no trial of {largest.rung} ran within {w:g}x of its planned lr {_fmt(centre)}")
+    div = sum(1 for o in near if o.diverged)
+    frac = div / len(near)
+    status = PASS if div == 0 else WARN if frac <= limit else FAIL
+    reason = (f"{div} of {len(near)} trials of {largest.rung} within {w:g}x of its planned lr ({_fmt(centre)}) diverged"
+              + ("" if status != FAIL else ": the planned lr sits near the stability wall"))
+    return _check("divergence", "Divergences near the planned lr", status, frac, "fraction", thr, reason,
+                  rung=largest.rung, lr=centre, n_near=len(near), n_diverged=div)
+
+
+def check_expert_load(fits: Any, policy: Mapping[str, Any]) -> Check:
+    limit = float(policy["max_expert_load"])
+    largest = list(fits.rungs)[-1]
+    ok_obs = [o for o in fits.observations.get(largest.rung, ()) if o.usable]
+    best = min(ok_obs, key=lambda o: o.loss, default=None)
+    load = None if best is None else best.extra.get("expert_max_over_mean")
+    if load is None:
+        return _check("expert_load", "Expert-load imbalance on the largest rung", WARN, None, "max/mean",
+                      f"<= {limit:g}", f"no expert-load record for the best trial of {largest.rung}")
+    ok = load <= limit
+    reason = (f"the busiest expert of {largest.rung}'s best trial takes {_fmt(load)}x the mean load"
+              + ("" if ok else f", above {limit:g}x: routing is unbalanced"))
+    return _check("expert_load", "Expert-load imbalance on the largest rung", PASS if ok else WARN, float(load),
+                  "max/mean", f"<= {limit:g}", reason)
+
+
+def check_sweep_cost(plan: Any, policy: Mapping[str, Any]) -> Check:
+    limit = float(policy["max_budget_fraction"])
+    frac = plan.ledger.fraction_of_target
+    if frac is None:
+        return _check("sweep_cost", "Sweep cost", WARN, None, "fraction of target", f"<= {limit:g}",
+                      "the target's FLOPs are unknown, so the sweep's share cannot be stated")
+    ok = frac <= limit
+    reason = (f"the sweep spent {plan.ledger.total_flops:.3g} FLOPs, {frac:.2%} of the target run"
+              + ("" if ok else f", more than the {limit:.0%} the policy allows"))
+    return _check("sweep_cost", "Sweep cost", PASS if ok else WARN, frac, "fraction of target", f"<= {limit:g}", reason)
+
+
+def decide(checks: tuple[Check, ...]) -> tuple[str, tuple[str, ...]]:
+    """The verdict and its reasons under ``VERDICT_RULE``."""
+    fails = [c for c in checks if c.hard and c.status == FAIL]
+    missing = [c for c in checks if c.hard and c.status == INCONCLUSIVE]
+    warns = [c for c in checks if c.status == WARN]
+    verdict = NO_GO if fails else INCONCLUSIVE if missing else GO
+    lead = fails if fails else missing
+    reasons = tuple(f"{c.title}: {c.reason}" for c in lead) + tuple(f"warning - {c.title}: {c.reason}" for c in warns)
+    if verdict == GO and not reasons:
+        reasons = ("every check passed",)
+    return verdict, reasons
+
+
+def review(plan: Any, fits: Any, policy: Mapping[str, Any], provenance: Provenance | None = None) -> Verdict:
+    """Run every check on a ``transfer.plan.Plan`` and the ``transfer.extrapolate.Fits`` it came
+    from, under ``policy`` (the experiment's ``review`` table, defaults filled in)."""
+    from proxy.sweep.experiment import REVIEW_DEFAULTS
+
+    pol = dict(REVIEW_DEFAULTS) | dict(policy)
+    checks = (check_interior_rungs(fits, pol), check_edge_largest(fits), check_extrapolation(plan, pol),
+              check_backtest(fits, pol), check_lr_interval(plan, pol), check_loss_penalty(plan, pol),
+              check_divergence(plan, fits, pol), check_expert_load(fits, pol), check_sweep_cost(plan, pol))
+    verdict, reasons = decide(checks)
+    return Verdict(experiment=plan.experiment, verdict=verdict, checks=checks, reasons=reasons, rule=VERDICT_RULE,
+                   policy=pol, provenance=provenance or plan.provenance)

@@ -1,0 +1,332 @@
+"""From the store to the plan: per-rung optima, trends, the loss law, and the target config.
+
+``fit_all(experiment)`` reads the store and fits everything (``Fits``); ``fits_json`` writes
+them for ``fits.json``; ``make_plan(experiment, fits)`` builds the ``transfer.plan.Plan``:
+
+* Continuous knob: the power-law trend over the rungs with interior optima
+  (``fits.trend_from_optima``, regressor: active parameters), evaluated at the target; the
+  reported 80% and 95% intervals are the widest of the mean, prediction and two-level bootstrap
+  intervals (``TrendFit.interval(kind="widest")``). Fewer than three usable rungs: the largest
+  usable rung's optimum with its own interval (``method="largest_rung"``), or the best trial of
+  the largest rung with the human's box as interval when no rung is usable; the review reports
+  either as missing evidence.
+* Curvature (nats per (natural-log unit)^2 for log knobs): 1/2 H_jj / h_j^2 of the quadratic
+  surface (``fits.quadratic``: L = c + b'z + 1/2 z'Hz, z = (u - centre) / h) averaged over the
+  two largest usable rungs. Loss penalty at an interval end: curvature * (u_end - u_plan)^2.
+  Near-optimal band at the target: |u - u_plan| <= sqrt(band_rel * L_target / curvature).
+* muP: for a target with ``parametrization = "mup"`` the knobs muP is meant to keep fixed across
+  width (``MUP_FLAT_KNOBS``) get a zero-slope t-test of the trend exponent,
+  t = b / se(b) on the trend's degrees of freedom (Yang et al. 2022, "Tensor Programs V").
+* Categorical knob: the level that won on each rung and by how much (best-loss gap of the
+  runner-up), the level of the largest rung planned.
+* Loss: ``fits.fit_loss_law_n`` (L(N) = E + A N^-alpha, N active parameters) on each rung's
+  fitted minimum (best observed loss where no surface), or ``fit_loss_law_nd`` when the rungs'
+  tokens vary independently of size (>= 6 rungs, tokens over >= 4x, |corr(log N, log D)| < 0.9); intervals are
+  percentiles of the bootstrap predictions at the target.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import stats
+
+from fits.intervals import ConfidenceInterval
+from fits.loss_law import LossLawFit, fit_loss_law_n, fit_loss_law_nd
+from fits.optimum import RungOptimum
+from fits.power_law import TrendFit
+from fits.trend import trend_from_optima
+from proxy.flops import param_counts, train_flops
+from proxy.sweep import knobs as K
+from transfer.observations import RungFit, fit_rungs, load_observations
+from transfer.plan import (SCHEMA_VERSION, BoxAdjustment, CategoricalPlan, Flatness, KnobPlan, LedgerSummary,
+                           LossPrediction, Plan, RungWinner, TargetInfo, _jsonable, provenance_for)
+
+MUP_FLAT_KNOBS = ("lr", "init_scale", "aux_loss_coef", "z_loss_coef", "warmup_frac")
+BAND_REL = 0.0025             # near-optimal band: within 0.25% of the loss (as fits.fit_optimum)
+FLAT_ALPHA = 0.05
+LOSS_BOOTSTRAP = 200
+
+
+@dataclass(frozen=True)
+class Fits:
+    """Everything fitted from the store: per-rung fits (ascending size), trends per knob (or
+    the reason there is none), the loss law (or why not), observations by rung, box records."""
+
+    rungs: tuple[RungFit, ...]
+    trends: Mapping[str, TrendFit]
+    trend_errors: Mapping[str, str]
+    loss_law: LossLawFit | None
+    loss_error: str
+    observations: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    records: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def optima(self) -> list[RungOptimum]:
+        return [f.optimum for f in self.rungs if f.optimum is not None]
+
+    @property
+    def usable(self) -> list[RungOptimum]:
+        return [o for o in self.optima if o.usable]
+
+
+def _loss_points(optima: list[RungOptimum]) -> tuple[list[float], list[float], list[float]]:
+    n, d, loss = [], [], []
+    for o in optima:
+        value = o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
+        n.append(o.params_active)
+        d.append(o.tokens)
+        loss.append(value)
+    return n, d, loss
+
+
+def _fit_loss(optima: list[RungOptimum], seed: int) -> tuple[LossLawFit | None, str, list[str]]:
+    n, d, loss = _loss_points(optima)
+    notes: list[str] = []
+    if len(n) < 4:
+        return None, f"{len(n)} rungs with an optimum; the loss law L(N) needs at least 4", notes
+    log_d = np.log(d)
+    # L(N, D) has five parameters: only when tokens vary over >= 4x and not in step with size.
+    use_nd = (len(n) >= 6 and float(np.ptp(log_d)) >= math.log(4.0)
+              and abs(float(np.corrcoef(np.log(n), log_d)[0, 1])) < 0.9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if use_nd:
+                law = fit_loss_law_nd(n, d, loss, n_bootstrap=LOSS_BOOTSTRAP, seed=seed, workers=1)
+            else:
+                law = fit_loss_law_n(n, loss, n_bootstrap=LOSS_BOOTSTRAP, seed=seed, workers=1)
+        except (ValueError, ArithmeticError) as exc:
+            return None, f"loss-law fit failed: {exc}", notes
+    for w in caught:   # a non-converged refit is reported, not raised (resamples of 4-7 rungs degenerate)
+        notes.append(f"loss law: {w.message}")
+    return law, "", notes
+
+
+def fit_all(experiment: Any, storage: Any = None, *, seed: int = 0) -> Fits:
+    """Read the store and fit every rung, every continuous knob's trend and the loss law."""
+    from proxy.sweep.store import open_storage
+    from transfer.ladder import read_records
+
+    storage = storage or open_storage(experiment.storage)
+    obs = load_observations(experiment, storage)
+    if not obs:
+        raise ValueError(f"the store {experiment.storage} has no finished trial of experiment "
+                         f"{experiment.name!r}; run `ladder sweep` or `ladder import` first")
+    rungs = fit_rungs(experiment, obs, seed=seed)
+    optima = [f.optimum for f in rungs if f.optimum is not None]
+    trends: dict[str, TrendFit] = {}
+    errors: dict[str, str] = {}
+    for name in (optima[0].continuous if optima else ()):
+        try:
+            trends[name] = trend_from_optima(optima, name, seed=seed)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    law, loss_error, notes = _fit_loss(optima, seed)
+    return Fits(rungs=tuple(rungs), trends=trends, trend_errors=errors, loss_law=law, loss_error=loss_error,
+                observations=obs, records=read_records(experiment, storage), notes=tuple(notes))
+
+
+def target_info(experiment: Any) -> TargetInfo:
+    t = experiment.target
+    if t is None:
+        raise ValueError(f"experiment {experiment.name!r} has no [target] table: there is nothing to plan for")
+    counts = param_counts(t.config)
+    return TargetInfo(name=t.name, params_total=float(counts.total), params_active=float(counts.active),
+                      tokens=float(t.tokens), flops=float(train_flops(t.config, t.tokens)), config=t.config.to_dict())
+
+
+def fits_json(experiment: Any, fits: Fits, command: str = "") -> dict[str, Any]:
+    """The ``fits.json`` document (schema in ``transfer.plan``)."""
+    size = target_info(experiment).params_active if experiment.target is not None else None
+    trends = {}
+    for name, tr in fits.trends.items():
+        d = tr.to_dict()
+        if size is not None:
+            d["target"] = {"ci80": tr.interval(size, 0.20).to_dict(), "ci95": tr.interval(size, 0.05).to_dict()}
+        trends[name] = d
+    rungs = []
+    for f in fits.rungs:
+        d = {"rung": f.rung, "n_trials": f.n_trials, "error": f.error}
+        if f.optimum is not None:
+            d |= f.optimum.to_dict()
+        rec = fits.records.get(f.rung)
+        if rec is not None:
+            d["search"] = rec.to_dict()
+        rungs.append(d)
+    return _jsonable({"schema_version": SCHEMA_VERSION, "experiment": experiment.name, "rungs": rungs,
+                      "trends": trends, "trend_errors": dict(fits.trend_errors),
+                      "loss_law": None if fits.loss_law is None else fits.loss_law.to_dict(),
+                      "loss_error": fits.loss_error, "notes": list(fits.notes),
+                      "provenance": provenance_for(experiment, command).to_dict()})
+
+
+def _curvature(usable: list[RungOptimum], knob: str) -> float | None:
+    """Mean 1/2 H_jj / h_j^2 over the two largest usable rungs (nats per transformed unit^2)."""
+    values = []
+    for o in usable[-2:]:
+        if o.surface is None or knob not in o.continuous:
+            continue
+        j = o.continuous.index(knob)
+        values.append(0.5 * float(o.surface.hessian[j, j]) / o.half_width[j] ** 2)
+    return float(np.mean(values)) if values else None
+
+
+def _flatness(trend: TrendFit) -> Flatness:
+    b = trend.exponent
+    se = math.sqrt(max(trend.cov[1][1], 0.0))
+    t = b / se if se > 0 else math.inf
+    p = float(2 * stats.t.sf(abs(t), trend.df)) if math.isfinite(t) else 0.0
+    flat = p >= FLAT_ALPHA
+    statement = (f"zero slope {'not rejected' if flat else 'rejected'}: exponent {b:+.3g} (se {se:.2g}), "
+                 f"t = {t:.2f} on {trend.df} df, p = {p:.3g}"
+                 + ("; consistent with muP transfer" if flat else "; the optimum moves with size despite muP"))
+    return Flatness(exponent=b, se=se, t=t, df=trend.df, p_value=p, alpha=FLAT_ALPHA, flat=flat, statement=statement)
+
+
+def _knob_plan(experiment: Any, fits: Fits, knob: str, target: TargetInfo, law_at_target: float | None) -> KnobPlan:
+    spec = next(k for k in experiment.search.box if k.name == knob)
+    box = ConfidenceInterval(float(spec.low), float(spec.high))
+    usable = fits.usable
+    trend = fits.trends.get(knob)
+    log = bool(spec.log)
+
+    def u(x: float) -> float:
+        return math.log(x) if log else x
+    if trend is not None:
+        i80, i95 = trend.interval(target.params_active, 0.20), trend.interval(target.params_active, 0.05)
+        value, ci80, ci95, k80, k95, method = i95.estimate, i80.interval, i95.interval, i80.kind, i95.kind, "trend"
+        exp_ci = trend.conf_int(0.05)["size_exponent"]
+        exponent, n_rungs, excluded = trend.exponent, trend.n, trend.excluded
+    else:
+        exponent, exp_ci, excluded = None, None, tuple((f.rung, f.error or "not usable") for f in fits.rungs
+                                                       if f.optimum is None or not f.optimum.usable)
+        if usable:
+            o = usable[-1]
+            value = float(o.value(knob))
+            ci80, ci95 = o.conf_int(0.20)[knob], o.conf_int(0.05)[knob]
+            n_rungs, method = 1, "largest_rung"
+        else:
+            o = fits.optima[-1]
+            value, ci80, ci95, n_rungs, method = float(o.best_setting[knob]), box, box, 0, "largest_rung"
+        k80 = k95 = "rung"
+    curv = _curvature(usable, knob)
+    band = p80 = p95 = None
+    if curv is not None and curv > 0:
+        def pen(x: float) -> float:
+            return curv * (u(x) - u(value)) ** 2 if (x > 0 or not log) else math.inf
+        p80 = ConfidenceInterval(*sorted((pen(ci80.low), pen(ci80.high))))
+        p95 = ConfidenceInterval(*sorted((pen(ci95.low), pen(ci95.high))))
+        if law_at_target is not None:
+            half = math.sqrt(BAND_REL * law_at_target / curv)
+            lo, hi = u(value) - half, u(value) + half
+            band = ConfidenceInterval(math.exp(lo), math.exp(hi)) if log else ConfidenceInterval(lo, hi)
+    flat = None
+    if trend is not None and experiment.target.config.parametrization == "mup" and knob in MUP_FLAT_KNOBS:
+        flat = _flatness(trend)
+    return KnobPlan(name=knob, value=float(value), log=log, ci80=ci80, ci95=ci95, kind80=k80, kind95=k95,
+                    method=method, exponent=exponent, exponent_ci95=exp_ci, curvature=curv, band=band,
+                    band_rel=BAND_REL, penalty80=p80, penalty95=p95, n_rungs=n_rungs, excluded=tuple(excluded),
+                    flatness=flat, box=box)
+
+
+def _categorical_plan(fits: Fits, knob: str) -> CategoricalPlan:
+    per = []
+    for o in fits.optima:
+        c = o.categorical[knob]
+        others = [g for lv, g in c.gap_by_level.items() if lv != c.best]
+        per.append(RungWinner(rung=o.rung, params_active=o.params_active, winner=c.best,
+                              margin=min(others) if others else None,
+                              gap_by_level={str(lv): float(g) for lv, g in c.gap_by_level.items()}))
+    value = per[-1].winner
+    agree = sum(1 for r in per if r.winner == value) / len(per)
+    wins = ", ".join(f"{r.rung}: {r.winner!r}" + ("" if r.margin is None else f" by {r.margin:.3g} nats") for r in per)
+    statement = (f"{value!r} won on the largest rung and on {agree:.0%} of the rungs ({wins})")
+    return CategoricalPlan(name=knob, value=value, per_rung=tuple(per), agreement=agree,
+                           margin_largest=per[-1].margin, statement=statement)
+
+
+def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int) -> LossPrediction | None:
+    if law is None:
+        return None
+    tok = target.tokens if law.form == "ND" else None
+    value = float(law.predict(target.params_active, tok))
+    ci80 = ci95 = None
+    if law.boot.size:
+        b = law.boot_table()
+        preds = b["E"] + b["A"] * target.params_active ** -b["alpha"]
+        if law.form == "ND":
+            preds = preds + b["B"] * target.tokens ** -b["beta"]
+        preds = preds[np.isfinite(preds)]
+        if preds.size >= 2:
+            lo80, hi80, lo95, hi95 = np.quantile(preds, [0.10, 0.90, 0.025, 0.975])
+            ci80 = ConfidenceInterval(float(min(lo80, value)), float(max(hi80, value)))
+            ci95 = ConfidenceInterval(float(min(lo95, value)), float(max(hi95, value)))
+    return LossPrediction(form=law.form, value=value, ci80=ci80, ci95=ci95, params=dict(law.params),
+                          n_rungs=n_rungs, converged=law.converged)
+
+
+def ledger_summary(experiment: Any, storage: Any = None) -> LedgerSummary:
+    from proxy.sweep.ledger import ledger
+    from proxy.sweep.store import open_storage
+
+    storage = storage or open_storage(experiment.storage)
+    led = ledger(storage, experiment)
+    trials: dict[str, int] = {}
+    for t in led.trials:
+        if t.state == "COMPLETE":
+            trials[t.rung] = trials.get(t.rung, 0) + 1
+    return LedgerSummary(total_flops=led.total_flops, target_flops=led.target_flops,
+                         fraction_of_target=led.fraction_of_target, budget_flops=led.budget_flops,
+                         fraction_of_budget=led.fraction_of_budget, per_rung_flops=dict(led.per_rung),
+                         trials_per_rung=trials, n_trials=sum(trials.values()))
+
+
+def make_plan(experiment: Any, fits: Fits, ledger: LedgerSummary, command: str = "") -> Plan:
+    """The plan for ``experiment.target`` from ``fits`` (see the module docstring)."""
+    target = target_info(experiment)
+    if not fits.optima:
+        raise ValueError("no rung has an optimum (every trial diverged or no trials): nothing to plan from")
+    notes = list(fits.notes)
+    n_used = len(fits.optima)
+    loss = _loss_prediction(fits.loss_law, target, n_used)
+    if loss is None:
+        notes.append(f"no loss prediction: {fits.loss_error}")
+    continuous = [k.name for k in experiment.search.box if not k.categorical and k.name != K.MIX_KNOB]
+    knobs = tuple(_knob_plan(experiment, fits, k, target, None if loss is None else loss.value) for k in continuous)
+    for name, err in fits.trend_errors.items():
+        notes.append(f"{name}: no trend ({err}); the plan uses the largest rung's optimum")
+    cats = tuple(_categorical_plan(fits, k.name) for k in experiment.search.box if k.categorical)
+    if any(k.name == K.MIX_KNOB for k in experiment.search.box):
+        notes.append("the data mix was searched; its per-rung optima are in fits.json, the plan keeps the "
+                     "largest rung's best mix")
+    params: dict[str, Any] = {k.name: (int(round(k.value)) if k.name in K.INT_KNOBS else k.value) for k in knobs}
+    params |= {c.name: c.value for c in cats}
+    largest = fits.optima[-1]
+    best = dict(largest.best_setting)
+    if any(k.name == K.MIX_KNOB for k in experiment.search.box):
+        params[K.MIX_KNOB] = {key.split(".", 1)[1]: v for key, v in best.items() if key.startswith("mix_weight.")}
+    fixed = {k: v for k, v in experiment.search.fixed.items() if k not in params}
+    setup = K.setup_trial(experiment.target, {k: v for k, v in params.items() if k != K.MIX_KNOB},
+                          fixed | ({K.MIX_KNOB: params[K.MIX_KNOB]} if K.MIX_KNOB in params else {}),
+                          experiment.data)
+    config = {"model": setup.config.to_dict(), "hparams": setup.hparams.to_dict(), "tokens": int(experiment.target.tokens),
+              "train_mix": dict(setup.train_mix)}
+    adjustments: list[BoxAdjustment] = []
+    for f in fits.rungs:
+        rec = fits.records.get(f.rung)
+        if rec is not None:
+            adjustments += [a for a in rec.adjustments if a.action != "kept" or "edge" in a.reason]
+    for a in adjustments:
+        if a.action.startswith("widened") or (a.action == "kept" and "edge" in a.reason):
+            notes.append(f"{a.rung}/{a.knob}: {a.reason}")
+    return Plan(experiment=experiment.name, target=target, largest_rung=largest.rung,
+                largest_params_active=largest.params_active,
+                extrapolation_factor=target.params_active / largest.params_active, config=_jsonable(config),
+                knobs=knobs, categorical=cats, loss=loss, ledger=ledger,
+                provenance=provenance_for(experiment, command), box_adjustments=tuple(adjustments), notes=tuple(notes))

@@ -1,0 +1,274 @@
+"""Ladder-aware search: climb the rungs from smallest to largest, carrying the optimum up.
+
+Over ``proxy.sweep.runner.sweep_rung`` (one Optuna study per rung, ask-and-tell), rung by rung
+in ascending active size:
+
+1. Box. While fewer than two rungs below have an interior optimum (``RungOptimum.usable``),
+   a rung searches the human's box. From then on, each continuous knob's box is re-centred on
+   the optimum extrapolated to this rung from the rungs below (``transfer.box.extrapolate_next``:
+   the power-law trend's widest 95% interval, or the line through two rungs), its width set by
+   that interval (``transfer.box.recentre``); it never leaves the human's box unless the review
+   policy's ``allow_widening`` is true, and then by at most ``max_widen_factor``. Categorical
+   knobs and the mix keep the human's choices.
+2. First trial. The extrapolated optimum (with the categorical levels that won the rung below)
+   is enqueued (``study.enqueue_trial``), so the sampler's first point is the best guess.
+3. Edges. After the rung's N trials its optimum is fitted; a knob whose optimum sits on an edge
+   of the sampled range (or whose surface is not convex with the best trial at a box edge) has
+   that edge moved out (``transfer.box.widen``) and ``max(3, ceil(N / 3))`` trials are added,
+   at most ``max_widen_rounds`` times, within the sweep budget. Every change is recorded
+   (``transfer.plan.BoxAdjustment``) and the report states it.
+
+``mode="plain"`` runs the same ladder on the human's box with no re-centring, no enqueued
+point and no widening: the per-rung search the benchmark compares against.
+
+Resume: each rung's box and its adjustments are stored in the rung's study (user attribute
+``ladder``) when the rung starts, so a restarted run searches the same box; a rung with its
+trials is not re-swept (only a pending widening round runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from fits.intervals import ConfidenceInterval
+from fits.optimum import RungOptimum
+from proxy.flops import param_counts
+from proxy.sweep import knobs as K
+from proxy.sweep.spec import KnobSpec, RungSpec
+from transfer.box import Box, BoxChoice, extrapolate_next, recentre, widen
+from transfer.observations import fit_rungs, load_observations
+from transfer.plan import BoxAdjustment
+
+MODES = ("ladder", "plain")
+ATTR = "ladder"
+EDGE_BEST_FRACTION = 0.1     # a non-convex rung's best trial this close (share of width) to a box edge
+
+
+@dataclass(frozen=True)
+class RungRecord:
+    """What the search did on one rung: its mode, per-knob box, adjustments, enqueued point,
+    widening rounds and trials requested."""
+
+    rung: str
+    mode: str
+    box: Mapping[str, Box]
+    adjustments: tuple[BoxAdjustment, ...]
+    enqueued: Mapping[str, Any]
+    widen_rounds: int
+    requested: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rung": self.rung, "mode": self.mode,
+                "box": {k: {"low": b.low, "high": b.high, "log": b.log, "integer": b.integer} for k, b in self.box.items()},
+                "adjustments": [a.to_dict() for a in self.adjustments], "enqueued": dict(self.enqueued),
+                "widen_rounds": self.widen_rounds, "requested": self.requested}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RungRecord":
+        return cls(rung=d["rung"], mode=d["mode"],
+                   box={k: Box(float(b["low"]), float(b["high"]), bool(b["log"]), bool(b.get("integer", False)))
+                        for k, b in d["box"].items()},
+                   adjustments=tuple(BoxAdjustment.from_dict(a) for a in d.get("adjustments", ())),
+                   enqueued=dict(d.get("enqueued", {})), widen_rounds=int(d.get("widen_rounds", 0)),
+                   requested=int(d["requested"]))
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    records: tuple[RungRecord, ...]
+    stopped_by_budget: bool = False
+    message: str = ""
+
+
+def human_boxes(experiment: Any) -> dict[str, Box]:
+    """The human's box of every continuous, non-mix knob, as ``transfer.box.Box``."""
+    return {k.name: Box(float(k.low), float(k.high), bool(k.log), bool(k.integer))
+            for k in experiment.search.box if not k.categorical and k.name != K.MIX_KNOB}
+
+
+def _policy(experiment: Any) -> tuple[bool, float, int]:
+    r = experiment.review
+    return bool(r.get("allow_widening", True)), float(r.get("max_widen_factor", 4.0)), int(r.get("max_widen_rounds", 2))
+
+
+def _adjustment(rung: str, knob: str, action: str, human: Box, choice: BoxChoice | None, box: Box,
+                reason: str) -> BoxAdjustment:
+    return BoxAdjustment(rung=rung, knob=knob, action=action, human=ConfidenceInterval(human.low, human.high),
+                         box=ConfidenceInterval(box.low, box.high), centre=None if choice is None else choice.centre,
+                         factor=1.0 if choice is None else choice.factor,
+                         clipped=False if choice is None else choice.clipped, reason=reason)
+
+
+def first_box(experiment: Any, rung: RungSpec, below: list[RungOptimum], mode: str) -> RungRecord:
+    """The box a rung starts with, given the optima of the rungs below (ascending size)."""
+    humans = human_boxes(experiment)
+    n = experiment.search.trials_per_rung
+    usable = [o for o in below if o.usable]
+    if mode == "plain" or len(usable) < 2:
+        why = ("plain per-rung search of the human's box" if mode == "plain" else
+               f"human's box: {len(usable)} rung(s) below with an interior optimum (re-centring needs 2)")
+        adj = tuple(_adjustment(rung.name, k, "kept", h, None, h, why) for k, h in humans.items())
+        return RungRecord(rung.name, mode, humans, adj, {}, 0, n)
+    allow, factor, _ = _policy(experiment)
+    size = float(param_counts(rung.config).active)
+    boxes: dict[str, Box] = {}
+    adjs: list[BoxAdjustment] = []
+    enqueued: dict[str, Any] = {}
+    for knob, human in humans.items():
+        logs = [o.log_value(knob) for o in usable]
+        ext = extrapolate_next([o.params_active for o in usable], [math.exp(m) for m, _ in logs],
+                               [s for _, s in logs], size)
+        centre = min(max(ext.centre, ext.interval[0]), ext.interval[1])
+        if human.log or centre > 0:
+            choice = recentre(human, centre, ext.interval, allow_widening=allow, max_widen_factor=factor)
+        else:   # a linear knob extrapolated to a non-positive value cannot be re-centred in log
+            choice = None
+        if choice is None:
+            boxes[knob] = human
+            adjs.append(_adjustment(rung.name, knob, "kept", human, None, human, "extrapolation unusable"))
+            continue
+        boxes[knob] = choice.box
+        adjs.append(_adjustment(rung.name, knob, "recentred", human, choice, choice.box,
+                                f"{choice.reason} ({ext.method} over {len(usable)} rungs)"))
+        value = choice.box.clip(choice.centre)
+        enqueued[knob] = int(value) if human.integer else float(value)
+    largest = usable[-1]
+    for name, cat in largest.categorical.items():
+        enqueued[name] = cat.best
+    return RungRecord(rung.name, mode, boxes, tuple(adjs), enqueued, 0, n)
+
+
+def _rung_experiment(experiment: Any, record: RungRecord) -> Any:
+    box = []
+    for k in experiment.search.box:
+        b = record.box.get(k.name)
+        if b is not None:
+            low, high = (int(b.low), int(b.high)) if k.integer else (b.low, b.high)
+            k = dataclasses.replace(k, low=low, high=high)
+        box.append(k)
+    search = dataclasses.replace(experiment.search, box=tuple(box), trials_per_rung=record.requested)
+    return dataclasses.replace(experiment, search=search)
+
+
+def _study(experiment: Any, rung: RungSpec, storage: Any) -> Any:
+    import optuna
+
+    from proxy.sweep.store import study_name
+
+    return optuna.create_study(study_name=study_name(experiment.name, rung.name), storage=storage,
+                               direction="minimize", load_if_exists=True)
+
+
+def read_records(experiment: Any, storage: Any) -> dict[str, RungRecord]:
+    """The stored ``RungRecord`` of every rung that has one (rung name -> record)."""
+    from proxy.sweep.store import experiment_study_names
+
+    out = {}
+    for sname in experiment_study_names(storage, experiment.name):
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(sname))
+        if ATTR in attrs:
+            rec = RungRecord.from_dict(attrs[ATTR])
+            out[rec.rung] = rec
+    return out
+
+
+def _edge_sides(opt: RungOptimum, box: Mapping[str, Box], obs: list) -> dict[str, str]:
+    """knob -> "low"/"high" for the knobs whose optimum sits on an edge (see module docstring)."""
+    sides: dict[str, str] = {}
+    codes = opt.flag_codes
+    if "edge" not in codes and "not_convex" not in codes:
+        return sides
+    for knob, b in box.items():
+        if knob not in opt.continuous:
+            continue
+        vals = [b.to_u(float(o.knobs[knob])) for o in obs if o.usable and (not b.log or o.knobs[knob] > 0)]
+        if not vals:
+            continue
+        lo_s, hi_s = min(vals), max(vals)
+        v = opt.vertex[opt.continuous.index(knob)]
+        if not b.log and opt._spec(knob).log:   # fits in log while the box is linear
+            v = math.exp(v)
+        elif b.log and not opt._spec(knob).log:
+            v = math.log(v) if v > 0 else -math.inf
+        if "edge" in codes:
+            m = 0.05 * (hi_s - lo_s)
+            if v <= lo_s + m:
+                sides[knob] = "low"
+            elif v >= hi_s - m:
+                sides[knob] = "high"
+        else:   # not convex: widen only where the best trial sits at an edge of the box
+            m = EDGE_BEST_FRACTION * b.u_width
+            if v <= b.u_low + m:
+                sides[knob] = "low"
+            elif v >= b.u_high - m:
+                sides[knob] = "high"
+    return sides
+
+
+def run_ladder(experiment: Any, *, mode: str = "ladder", storage: Any = None, seed: int = 0,
+               progress: Callable[[Any], None] | None = None) -> LadderResult:
+    """Sweep the experiment's ladder rung by rung (see the module docstring); resumable."""
+    from proxy.sweep.runner import sweep_rung
+    from proxy.sweep.store import open_storage
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    storage = storage or open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    allow, factor, max_rounds = _policy(experiment)
+    humans = human_boxes(experiment)
+    rungs = sorted(experiment.rungs, key=lambda r: param_counts(r.config).active)
+    stored = read_records(experiment, storage)
+    records: list[RungRecord] = []
+    below: list[RungOptimum] = []
+    n = experiment.search.trials_per_rung
+    extra = max(3, math.ceil(n / 3))
+    for rung in rungs:
+        record = stored.get(rung.name)
+        if record is None:
+            record = first_box(experiment, rung, below, mode)
+            study = _study(experiment, rung, storage)
+            study.set_user_attr(ATTR, record.to_dict())
+            if record.enqueued:
+                study.enqueue_trial(dict(record.enqueued), skip_if_exists=True)
+        while True:
+            message = sweep_rung(_rung_experiment(experiment, record), rung, storage=storage, progress=progress)
+            if message:
+                records.append(record)
+                return LadderResult(tuple(records), True, message)
+            obs = load_observations(experiment, storage).get(rung.name, [])
+            fitted = fit_rungs(experiment, {rung.name: obs}, seed=seed)[0]
+            opt = fitted.optimum
+            if mode == "plain" or opt is None or record.widen_rounds >= max_rounds:
+                break
+            sides = _edge_sides(opt, record.box, obs)
+            if not sides:
+                break
+            box = dict(record.box)
+            adjs = list(record.adjustments)
+            grew = False
+            for knob, side in sides.items():
+                choice = widen(box[knob], humans[knob], side, allow_widening=allow, max_widen_factor=factor)
+                if choice is None:
+                    adjs.append(_adjustment(rung.name, knob, "kept", humans[knob], None, box[knob],
+                                            f"optimum on the {side} edge, but the box is at its limit "
+                                            f"({'widening forbidden' if not allow else f'{factor:g}x the human box'})"))
+                    continue
+                box[knob] = choice.box
+                adjs.append(_adjustment(rung.name, knob, f"widened_{side}", humans[knob], choice, choice.box,
+                                        f"{choice.reason}; {extra} trials added"))
+                grew = True
+            record = dataclasses.replace(record, box=box, adjustments=tuple(adjs),
+                                         widen_rounds=record.widen_rounds + 1,
+                                         requested=record.requested + (extra if grew else 0))
+            if not grew:   # every edge is at its limit: no further round can help
+                record = dataclasses.replace(record, widen_rounds=max_rounds)
+            _study(experiment, rung, storage).set_user_attr(ATTR, record.to_dict())
+            if not grew:
+                break
+        records.append(record)
+        if opt is not None:
+            below.append(opt)
+    return LadderResult(tuple(records))

@@ -1,0 +1,126 @@
+"""From the trial store to the fits: observations per rung, the knobs to fit, per-rung optima.
+
+Reads the store written by ``proxy.sweep`` (a sweep or ``ladder import``) through
+``proxy.sweep.runner.observations`` and adds what the review needs from the trial attributes
+(expert load). A rung of the experiment's ladder is sized by its *base* config
+(``proxy.flops.param_counts``), so a searched categorical knob that changes the size of a trial
+(``n_experts`` changes total parameters) does not split the rung; the trial's own counts stay
+in ``Observation.extra`` (``trial_params_total``, ``trial_params_active``). Imported rungs that
+are not in the ladder keep their own counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from fits.observation import Observation
+from fits.optimum import KnobSpec as FitKnob
+from fits.optimum import RungOptimum, fit_optimum
+from proxy.flops import param_counts
+from proxy.sweep import knobs as K
+
+
+def fit_knobs(experiment: Any) -> tuple[FitKnob, ...]:
+    """The searched knobs the fits treat: continuous ones (log where searched on a log scale)
+    and categorical ones; the mixture logits are left to the report (their optimum is a point
+    on a simplex, not a power law in size)."""
+    out = []
+    for k in experiment.search.box:
+        if k.name == K.MIX_KNOB:
+            continue
+        if k.categorical:
+            out.append(FitKnob(k.name, choices=tuple(k.choices)))
+        else:
+            out.append(FitKnob(k.name, float(k.low), float(k.high), log=bool(k.log)))
+    return tuple(out)
+
+
+def _expert_attrs(storage: Any, experiment_name: str) -> dict[tuple[str, int], dict[str, float]]:
+    """(rung, trial number) -> expert-load figures of COMPLETE trials, read from the store."""
+    from optuna.trial import TrialState
+
+    from proxy.sweep.store import experiment_study_names
+
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for sname in experiment_study_names(storage, experiment_name):
+        rung = sname[len(experiment_name) + 1:]
+        sid = storage.get_study_id_from_name(sname)
+        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
+            load = t.user_attrs.get("expert_load") or {}
+            extra = {"trial_number": float(t.number)}
+            for key in ("max_over_mean", "dropped_fraction", "balance_loss"):
+                v = load.get(key)
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    extra[f"expert_{key}"] = float(v)
+            out[(rung, t.number)] = extra
+    return out
+
+
+def load_observations(experiment: Any, storage: Any | None = None) -> dict[str, list[Observation]]:
+    """Every COMPLETE trial of ``experiment`` grouped by rung, in trial order (rung name ->
+    observations). Rungs of the experiment's ladder come first in ladder order, then any
+    imported rungs by active size."""
+    from optuna.trial import TrialState
+
+    from proxy.sweep.store import experiment_study_names, open_storage
+
+    storage = storage or open_storage(experiment.storage)
+    base = {r.name: param_counts(r.config) for r in experiment.rungs}
+    extras = _expert_attrs(storage, experiment.name)
+    by_rung: dict[str, list[Observation]] = {}
+    # Trial numbers, in the order runner.observations yields them (study by study, trial order).
+    numbers: dict[str, list[int]] = {}
+    for sname in experiment_study_names(storage, experiment.name):
+        rung = sname[len(experiment.name) + 1:]
+        sid = storage.get_study_id_from_name(sname)
+        numbers[rung] = [t.number for t in storage.get_all_trials(sid, deepcopy=False,
+                                                                  states=(TrialState.COMPLETE,))]
+    from proxy.sweep.runner import observations as store_observations
+
+    seen: dict[str, int] = {}
+    for o in store_observations(storage, experiment):
+        i = seen.get(o.rung, 0)
+        seen[o.rung] = i + 1
+        number = numbers[o.rung][i]
+        extra = dict(o.extra) | extras.get((o.rung, number), {})
+        extra |= {"trial_params_total": o.params_total, "trial_params_active": o.params_active}
+        if o.rung in base:
+            o = dataclasses.replace(o, params_total=float(base[o.rung].total),
+                                    params_active=float(base[o.rung].active), extra=extra)
+        else:
+            o = dataclasses.replace(o, extra=extra)
+        by_rung.setdefault(o.rung, []).append(o)
+    order = [r.name for r in experiment.rungs if r.name in by_rung]
+    rest = sorted((r for r in by_rung if r not in order), key=lambda r: by_rung[r][0].params_active)
+    return {r: by_rung[r] for r in order + rest}
+
+
+@dataclass(frozen=True)
+class RungFit:
+    """A rung's optimum, or why there is none (``error``), with its trial count."""
+
+    rung: str
+    optimum: RungOptimum | None
+    n_trials: int
+    error: str = ""
+
+
+def fit_rungs(experiment: Any, obs_by_rung: Mapping[str, Sequence[Observation]], *,
+              seed: int = 0) -> list[RungFit]:
+    """``fits.fit_optimum`` on every rung with trials, in ascending active size."""
+    knobs = fit_knobs(experiment)
+    if not knobs:
+        raise ValueError(f"experiment {experiment.name!r} searches no knob the fits can use "
+                         "(search.box is empty or holds only the mix)")
+    out = []
+    for rung, obs in obs_by_rung.items():
+        try:
+            opt = fit_optimum(list(obs), knobs, seed=seed)
+            out.append(RungFit(rung, opt, len(obs)))
+        except ValueError as exc:
+            out.append(RungFit(rung, None, len(obs), str(exc)))
+    size = {r: obs[0].params_active for r, obs in obs_by_rung.items()}
+    return sorted(out, key=lambda f: size[f.rung])
