@@ -198,7 +198,7 @@ def _route(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig,
     balance = e * jnp.sum(frac * jnp.mean(probs, axis=0))             # f carries no gradient
     z_loss = jnp.mean(jax.nn.logsumexp(z, axis=-1) ** 2)
     return {"idx": idx, "gates": gates.astype(h.dtype), "counts": counts, "frac": frac,
-            "balance": balance, "z_loss": z_loss}
+            "balance": balance, "z_loss": z_loss, "logits": z}
 
 
 def _choice_major(idx: jax.Array, gates: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -275,13 +275,15 @@ def _moe(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig, r
     for s in range(config.n_shared_experts):
         out = out + _gelu(flat @ p["shared_w_in"][s]) @ p["shared_w_out"][s]
     stats = {"balance": r["balance"], "z_loss": r["z_loss"], "frac": r["frac"], "counts": r["counts"],
-             "dropped": dropped.astype(r["frac"].dtype) / expert.shape[0], "idx": r["idx"]}
+             "dropped": dropped.astype(r["frac"].dtype) / expert.shape[0], "idx": r["idx"],
+             "router_logits": r["logits"]}
     return out.reshape(b, t, d), stats
 
 
 # The model -----------------------------------------------------------------------------------------
 def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelConfig, *,
-            dispatch: str = "fast") -> tuple[jax.Array, dict[str, jax.Array]]:
+            dispatch: str = "fast", collect: dict[str, jax.Array] | None = None
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Logits (B, T, V) in the model dtype and aux statistics.
 
     aux: ``balance_loss`` and ``z_loss`` (means over MoE layers; 1 and 0 without MoE layers),
@@ -289,29 +291,40 @@ def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelCon
     (n_moe_layers, E) int pre-drop slot counts, ``dropped_fraction`` (mean over MoE layers),
     ``expert_choices`` (n_moe_layers, B*T, k) chosen expert ids. Jit with
     ``static_argnames=("config", "dispatch")``.
+
+    ``collect``, when a dict, receives the module outputs the coordinate check records
+    (``proxy.coordcheck``): ``embed``, ``blocks.i.attn`` (a), ``blocks.i.router`` (z),
+    ``blocks.i.experts`` (the FFN output) and ``logits``; inside ``jit`` they are tracers, so
+    reduce and return them from the traced function.
     """
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     fm = forward_multipliers(config)
     x = params["embed"]["tokens"][tokens]
     dtype = x.dtype
+    collected = {} if collect is None else collect
+    collected["embed"] = x
     cos_np, sin_np = rope_tables(tokens.shape[1], config.head_dim, config.rope_theta)
     cos, sin = jnp.asarray(cos_np, dtype), jnp.asarray(sin_np, dtype)
     layer_stats = []
     for i in range(config.n_layers):
         blk = params["blocks"][str(i)]
         h = _rmsnorm(x, blk["attn_norm"]["scale"], config.norm_eps)
-        x = x + fm.residual * _attention(blk["attn"], h, config, fm.attention, cos, sin)
+        collected[f"blocks.{i}.attn"] = a = _attention(blk["attn"], h, config, fm.attention, cos, sin)
+        x = x + fm.residual * a
         h = _rmsnorm(x, blk["ffn_norm"]["scale"], config.norm_eps)
         if config.is_moe_layer(i):
             bias = buffers["blocks"][str(i)]["moe"]["expert_bias"] if config.bias_balancing else None
             ffn, stats = _moe(blk["moe"], bias, h, config, fm.router, dispatch)
             layer_stats.append(stats)
+            collected[f"blocks.{i}.router"] = stats["router_logits"]
         else:
             ffn = _gelu(h @ blk["mlp"]["w_in"]) @ blk["mlp"]["w_out"]
+        collected[f"blocks.{i}.experts"] = ffn
         x = x + fm.residual * ffn
     logits = fm.readout * (_rmsnorm(x, params["final_norm"]["scale"], config.norm_eps)
                            @ params["readout"]["w"])
+    collected["logits"] = logits
     rdt = jnp.promote_types(dtype, jnp.float32)
     if layer_stats:
         aux = {

@@ -1,0 +1,103 @@
+"""Coordinate-check recording in PyTorch: forward hooks on the named submodules.
+
+The model and the optimiser are the trainer's own (``proxy.model_torch.TorchMoEModel``,
+``proxy.train_torch.build_optimizer`` with the parameter groups of ``proxy.parametrization``),
+so the check tests the parametrization as training applies it. Hooks record mean |output| of
+``embed``, each block's ``attn`` and ``moe`` (the expert output and, from the returned
+``Routing``, the router logits), the dense ``mlp`` where present, and the model's logits.
+See ``proxy.coordcheck`` for the recipe and the criteria.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names
+from proxy.data import load_data
+from proxy.init import init_params
+from proxy.model_torch import TorchMoEModel
+from proxy.train_torch import build_optimizer, training_loss, update
+
+BACKEND = "torch"
+
+
+def _mean_abs(t: torch.Tensor) -> float:
+    return float(t.detach().abs().mean().double())
+
+
+def attach_recorders(model: TorchMoEModel, sink: dict[str, float]) -> list[Any]:
+    """Register forward hooks that write mean |output| of each recorded module into ``sink``.
+
+    Returns the hook handles (call ``.remove()`` on each to detach).
+    """
+    handles = []
+
+    def put(name: str, pick: Callable[[Any], torch.Tensor]) -> Callable:
+        def hook(_module, _inputs, output):
+            sink[name] = _mean_abs(pick(output))
+        return hook
+
+    handles.append(model.embed.register_forward_hook(put("embed", lambda o: o)))
+    for i, block in enumerate(model.blocks):
+        handles.append(block.attn.register_forward_hook(put(f"blocks.{i}.attn", lambda o: o)))
+        if hasattr(block, "moe"):
+            # MoE.forward returns (expert output, Routing); Routing.logits are the router logits z.
+            handles.append(block.moe.register_forward_hook(put(f"blocks.{i}.experts", lambda o: o[0])))
+            handles.append(block.moe.register_forward_hook(put(f"blocks.{i}.router", lambda o: o[1].logits)))
+        else:
+            handles.append(block.mlp.register_forward_hook(put(f"blocks.{i}.experts", lambda o: o)))
+    handles.append(model.register_forward_hook(put("logits", lambda o: o[0])))
+    return handles
+
+
+def record_one(settings: CoordCheckSettings, width: int, seed: int, batches: list[np.ndarray],
+               dtype: torch.dtype = torch.float32) -> dict[str, list[float]]:
+    """Mean |act| per module at steps 1..settings.steps of one model (step 1 at initialisation)."""
+    config = settings.config(width)
+    hparams = settings.hparams()
+    torch.manual_seed(seed)
+    model = TorchMoEModel(config, dtype=dtype, params=init_params(config, seed, hparams.init_scale))
+    optimizer = build_optimizer(model, hparams)
+    sink: dict[str, float] = {}
+    handles = attach_recorders(model, sink)
+    out: dict[str, list[float]] = {m: [] for m in module_names(config)}
+    try:
+        for step in range(settings.steps):
+            batch = torch.as_tensor(batches[step], dtype=torch.long)
+            loss, aux = training_loss(model, batch, hparams)
+            for m in out:
+                out[m].append(sink[m])
+            if step + 1 < settings.steps:  # the last forward needs no update after it
+                update(model, optimizer, loss, aux, step, settings.steps, hparams)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def run(settings: CoordCheckSettings, *, dtype: torch.dtype = torch.float32,
+        progress: Callable[[str], None] | None = None) -> CoordCheckResult:
+    """Train every width for every seed and return the slopes (see ``proxy.coordcheck``).
+
+    Each seed draws one batch stream from the built-in data, shared by all widths, so width
+    is the only thing that changes along a line.
+    """
+    start = time.perf_counter()
+    data = load_data()
+    widths = settings.widths
+    modules = module_names(settings.config(widths[0]))
+    records = {m: np.zeros((len(settings.seeds), len(widths), settings.steps)) for m in modules}
+    for s_idx, seed in enumerate(settings.seeds):
+        stream = data.batches(seed, settings.batch_size, settings.seq_len)
+        batches = [next(stream) for _ in range(settings.steps)]
+        for w_idx, width in enumerate(widths):
+            one = record_one(settings, width, seed, batches, dtype)
+            for m in modules:
+                records[m][s_idx, w_idx] = one[m]
+            if progress is not None:
+                progress(f"{settings.parametrization} torch seed {seed} width {width}")
+    return CoordCheckResult.from_records(settings, BACKEND, records, time.perf_counter() - start)
