@@ -52,13 +52,13 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from proxy.config import DTYPES, ModelConfig  # noqa: E402
-from proxy.flops import param_counts, train_flops  # noqa: E402
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at  # noqa: E402
 from proxy.init import init_params as draw_init_params  # noqa: E402
-from proxy.ladder import default_tokens  # noqa: E402
 from proxy.model_jax import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
 from proxy.parametrization import param_rules  # noqa: E402
 from proxy.result import ExpertLoad, TrainResult  # noqa: E402
+from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load,  # noqa: E402
+                                next_batch, total_steps)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "jax"
@@ -100,10 +100,6 @@ def jax_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
-def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
-    """max(1, tokens // (batch_size * seq_len)), tokens = hparams.tokens or the rung default."""
-    tokens = hparams.tokens or default_tokens(config)
-    return max(1, tokens // (hparams.batch_size * config.seq_len))
 
 
 def hp_inputs(hparams: TrainHParams, config: ModelConfig, lr: float) -> dict[str, np.ndarray]:
@@ -229,31 +225,10 @@ def evaluate(params: Params, buffers: Params, config: ModelConfig, dispatch: str
     return per_domain, expert_load(fractions, dropped, balance)
 
 
-def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:
-    """Average routing statistics; max_over_mean = E * max f_e over layers (1 at perfect balance)."""
-    if not fractions or fractions[0].size == 0:
-        return ExpertLoad()
-    f = np.mean(fractions, axis=0)
-    return ExpertLoad(fractions=tuple(tuple(float(x) for x in row) for row in f),
-                      max_over_mean=float(f.max() * f.shape[1]),
-                      dropped_fraction=float(np.mean(dropped)), balance_loss=float(np.mean(balance)))
 
 
-def downsample(losses: list[float], points: int) -> tuple[tuple[int, float], ...]:
-    """At most ``points`` (step, loss) pairs evenly spaced over the run, first and last kept."""
-    if not losses:
-        return ()
-    idx = np.unique(np.round(np.linspace(0, len(losses) - 1, min(points, len(losses)))).astype(int))
-    return tuple((int(i), float(losses[i])) for i in idx)
 
 
-def _batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
-                  seq_len: int) -> Iterator[np.ndarray]:
-    if batches is not None:
-        return iter(batches)
-    if data is None:
-        raise ValueError("train needs data (a MixtureData) or batches")
-    return iter(data.batches(seed, batch_size, seq_len))
 
 
 def init_state(config: ModelConfig, hparams: TrainHParams, seed: int, dtype: Any,
@@ -296,27 +271,20 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
     step_fn = compiled_step(config, dispatch)
-    stream = _batch_stream(data, batches, seed, bsz, seq)
+    stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []
     diverged_step, reason = None, ""
 
     for step in range(n_steps):
-        try:
-            batch = np.asarray(next(stream), dtype=np.int32)
-        except StopIteration:
-            raise ValueError(f"batches ended after {step} of {n_steps} steps") from None
-        if batch.shape != (bsz, seq + 1):
-            raise ValueError(f"batch {step} has shape {batch.shape}, expected {(bsz, seq + 1)}")
+        batch = next_batch(stream, step, n_steps, (bsz, seq + 1), np.int32)
         hp = hp_inputs(hparams, config, lr_at(step, n_steps, hparams))
         new_params, new_buffers, new_opt, loss, _ = step_fn(params, buffers, opt_state, batch, hp)
         value = float(loss)
         losses.append(value)
-        if not math.isfinite(value) or value > threshold:
+        reason = divergence_reason(value, threshold, step)
+        if reason:
             diverged_step = step
-            reason = (f"non-finite training loss ({value}) at step {step}" if not math.isfinite(value)
-                      else f"training loss {value:.4g} above the divergence threshold {threshold:.4g} "
-                           f"at step {step}")
             break  # the step's update is discarded, as torch stops before its update
         params, buffers, opt_state = new_params, new_buffers, new_opt
         if progress is not None:
@@ -334,18 +302,10 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                                     data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
         final_loss = float(data.overall_eval_loss(per_domain))
 
-    steps_run = len(losses)
-    tokens = steps_run * bsz * seq
-    counts = param_counts(config)
-    return TrainResult(
-        final_loss=final_loss, eval_loss_by_domain=per_domain,
-        final_train_loss=losses[-1] if losses else math.nan,
-        loss_curve=downsample(losses, hparams.log_points), steps=steps_run, tokens=tokens,
-        flops=train_flops(config, tokens), wall_time_s=time.perf_counter() - start,
-        tokens_per_s=tokens / train_time if train_time > 0 else 0.0, expert_load=load, seed=seed,
-        backend=BACKEND, diverged=diverged_step is not None, diverged_step=diverged_step,
-        divergence_reason=reason, params_total=counts.total, params_active=counts.active,
-        config=config.to_dict(), hparams=hparams.to_dict())
+    return assemble_result(config=config, hparams=hparams, backend=BACKEND, seed=seed, losses=losses,
+                           final_loss=final_loss, per_domain=per_domain, load=load,
+                           diverged_step=diverged_step, reason=reason,
+                           wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
 def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,

@@ -28,8 +28,6 @@ the caller set.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import math
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -40,18 +38,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from proxy.config import DTYPES, ModelConfig
-from proxy.flops import param_counts, train_flops
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at
 from proxy.init import init_params as draw_init_params
 from proxy.model_torch import TorchMoEModel
 from proxy.parametrization import param_rules
 from proxy.result import ExpertLoad, TrainResult
+from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load, next_batch,
+                                total_steps)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "torch"
 # Fallback token budget while no ladder rule is installed: Chinchilla's ~20 tokens per
 # (active, non-embedding) parameter (Hoffmann et al. 2022).
-FALLBACK_TOKENS_PER_PARAM = 20
 
 
 def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -63,18 +61,8 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return getattr(torch, str(dtype))
 
 
-def default_tokens(config: ModelConfig) -> int:
-    """The rung's default training tokens: ``proxy.ladder.default_tokens`` when it exists."""
-    if importlib.util.find_spec("proxy.ladder") is not None:
-        rule = getattr(importlib.import_module("proxy.ladder"), "default_tokens", None)
-        if rule is not None:
-            return int(rule(config))
-    return FALLBACK_TOKENS_PER_PARAM * param_counts(config).active_non_embedding
 
 
-def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
-    tokens = hparams.tokens or default_tokens(config)
-    return max(1, tokens // (hparams.batch_size * config.seq_len))
 
 
 # --------------------------------------------------------------------------------------
@@ -174,31 +162,10 @@ def evaluate(model: TorchMoEModel, eval_sets: Mapping[str, np.ndarray], batch_si
     return per_domain, expert_load(fractions, dropped, balance)
 
 
-def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:
-    """Average routing statistics; max_over_mean = E * max f_e over layers (1 at perfect balance)."""
-    if not fractions or fractions[0].size == 0:
-        return ExpertLoad()
-    f = np.mean(fractions, axis=0)
-    return ExpertLoad(fractions=tuple(tuple(float(x) for x in row) for row in f),
-                      max_over_mean=float(f.max() * f.shape[1]),
-                      dropped_fraction=float(np.mean(dropped)), balance_loss=float(np.mean(balance)))
 
 
-def downsample(losses: list[float], points: int) -> tuple[tuple[int, float], ...]:
-    """At most ``points`` (step, loss) pairs evenly spaced over the run, first and last kept."""
-    if not losses:
-        return ()
-    idx = np.unique(np.round(np.linspace(0, len(losses) - 1, min(points, len(losses)))).astype(int))
-    return tuple((int(i), float(losses[i])) for i in idx)
 
 
-def _batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
-                  seq_len: int) -> Iterator[np.ndarray]:
-    if batches is not None:
-        return iter(batches)
-    if data is None:
-        raise ValueError("train needs data (a MixtureData) or batches")
-    return iter(data.batches(seed, batch_size, seq_len))
 
 
 # --------------------------------------------------------------------------------------
@@ -228,7 +195,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
     model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights)
     optimizer = build_optimizer(model, hparams)
-    stream = _batch_stream(data, batches, seed, bsz, seq)
+    stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []
     diverged_step, reason = None, ""
@@ -236,20 +203,13 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     with _deterministic():
         loop_start = time.perf_counter()
         for step in range(n_steps):
-            try:
-                batch = torch.as_tensor(np.asarray(next(stream)), dtype=torch.long)
-            except StopIteration:
-                raise ValueError(f"batches ended after {step} of {n_steps} steps") from None
-            if tuple(batch.shape) != (bsz, seq + 1):
-                raise ValueError(f"batch {step} has shape {tuple(batch.shape)}, expected {(bsz, seq + 1)}")
+            batch = torch.as_tensor(next_batch(stream, step, n_steps, (bsz, seq + 1), np.int64))
             loss, aux = training_loss(model, batch, hparams)
             value = loss.item()
             losses.append(value)
-            if not math.isfinite(value) or value > threshold:
+            reason = divergence_reason(value, threshold, step)
+            if reason:
                 diverged_step = step
-                reason = (f"non-finite training loss ({value}) at step {step}" if not math.isfinite(value)
-                          else f"training loss {value:.4g} above the divergence threshold {threshold:.4g} "
-                               f"at step {step}")
                 break
             update(model, optimizer, loss, aux, step, n_steps, hparams)
             if progress is not None:
@@ -266,18 +226,10 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
             per_domain, load = evaluate(model, data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
             final_loss = float(data.overall_eval_loss(per_domain))
 
-    steps_run = len(losses)
-    tokens = steps_run * bsz * seq
-    counts = param_counts(config)
-    return TrainResult(
-        final_loss=final_loss, eval_loss_by_domain=per_domain,
-        final_train_loss=losses[-1] if losses else math.nan,
-        loss_curve=downsample(losses, hparams.log_points), steps=steps_run, tokens=tokens,
-        flops=train_flops(config, tokens), wall_time_s=time.perf_counter() - start,
-        tokens_per_s=tokens / train_time if train_time > 0 else 0.0, expert_load=load, seed=seed,
-        backend=BACKEND, diverged=diverged_step is not None, diverged_step=diverged_step,
-        divergence_reason=reason, params_total=counts.total, params_active=counts.active,
-        config=config.to_dict(), hparams=hparams.to_dict())
+    return assemble_result(config=config, hparams=hparams, backend=BACKEND, seed=seed, losses=losses,
+                           final_loss=final_loss, per_domain=per_domain, load=load,
+                           diverged_step=diverged_step, reason=reason,
+                           wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
 def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,

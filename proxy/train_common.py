@@ -1,0 +1,92 @@
+"""Framework-free pieces shared by every trainer (``proxy.train_torch``, ``proxy.train_jax``).
+
+Keeping these in one place is what makes the two backends report identically: the step count,
+the data stream, the divergence rule, the routing statistics and the ``TrainResult`` assembly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from proxy.config import ModelConfig
+from proxy.flops import param_counts, train_flops
+from proxy.hparams import TrainHParams
+from proxy.ladder import default_tokens
+from proxy.result import ExpertLoad, TrainResult
+
+
+def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
+    """max(1, tokens // (batch_size * seq_len)), tokens = hparams.tokens or the rung default."""
+    tokens = hparams.tokens or default_tokens(config)
+    return max(1, tokens // (hparams.batch_size * config.seq_len))
+
+
+def batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
+                 seq_len: int) -> Iterator[np.ndarray]:
+    """The training batches: ``batches`` when given (parity tests), else ``data.batches(seed, ...)``."""
+    if batches is not None:
+        return iter(batches)
+    if data is None:
+        raise ValueError("train needs data (a MixtureData) or batches")
+    return iter(data.batches(seed, batch_size, seq_len))
+
+
+def next_batch(stream: Iterator[np.ndarray], step: int, n_steps: int, shape: tuple[int, int],
+               dtype: Any) -> np.ndarray:
+    """The next batch as an integer array of ``shape``, with a clear error when the stream is short or wrong."""
+    try:
+        batch = np.asarray(next(stream), dtype=dtype)
+    except StopIteration:
+        raise ValueError(f"batches ended after {step} of {n_steps} steps") from None
+    if batch.shape != shape:
+        raise ValueError(f"batch {step} has shape {batch.shape}, expected {shape}")
+    return batch
+
+
+def divergence_reason(value: float, threshold: float, step: int) -> str:
+    """Why a training loss counts as diverged ('' when it does not): non-finite, or above the threshold."""
+    if not math.isfinite(value):
+        return f"non-finite training loss ({value}) at step {step}"
+    if value > threshold:
+        return f"training loss {value:.4g} above the divergence threshold {threshold:.4g} at step {step}"
+    return ""
+
+
+def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:
+    """Average routing statistics; max_over_mean = E * max f_e over layers (1 at perfect balance)."""
+    if not fractions or fractions[0].size == 0:
+        return ExpertLoad()
+    f = np.mean(fractions, axis=0)
+    return ExpertLoad(fractions=tuple(tuple(float(x) for x in row) for row in f),
+                      max_over_mean=float(f.max() * f.shape[1]),
+                      dropped_fraction=float(np.mean(dropped)), balance_loss=float(np.mean(balance)))
+
+
+def downsample(losses: list[float], points: int) -> tuple[tuple[int, float], ...]:
+    """At most ``points`` (step, loss) pairs evenly spaced over the run, first and last kept."""
+    if not losses:
+        return ()
+    idx = np.unique(np.round(np.linspace(0, len(losses) - 1, min(points, len(losses)))).astype(int))
+    return tuple((int(i), float(losses[i])) for i in idx)
+
+
+def assemble_result(*, config: ModelConfig, hparams: TrainHParams, backend: str, seed: int,
+                    losses: list[float], final_loss: float, per_domain: Mapping[str, float],
+                    load: ExpertLoad, diverged_step: int | None, reason: str, wall_time_s: float,
+                    train_time_s: float) -> TrainResult:
+    """The ``TrainResult`` of a run; tokens and FLOPs count the steps actually taken."""
+    steps_run = len(losses)
+    tokens = steps_run * hparams.batch_size * config.seq_len
+    counts = param_counts(config)
+    return TrainResult(
+        final_loss=final_loss, eval_loss_by_domain=dict(per_domain),
+        final_train_loss=losses[-1] if losses else math.nan,
+        loss_curve=downsample(losses, hparams.log_points), steps=steps_run, tokens=tokens,
+        flops=train_flops(config, tokens), wall_time_s=wall_time_s,
+        tokens_per_s=tokens / train_time_s if train_time_s > 0 else 0.0, expert_load=load, seed=seed,
+        backend=backend, diverged=diverged_step is not None, diverged_step=diverged_step,
+        divergence_reason=reason, params_total=counts.total, params_active=counts.active,
+        config=config.to_dict(), hparams=hparams.to_dict())
