@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import statistics
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -35,6 +36,7 @@ from proxy.ladder import Rung
 
 _PEAK_MODULES = {"torch": "proxy.bench_torch", "jax": "proxy.bench_jax"}
 DISPATCHES = ("fast", "loop")
+CLOCKS = ("wall", "cpu")
 
 
 def _peak_module(backend: str) -> ModuleType:
@@ -50,9 +52,11 @@ def set_threads(backend: str, n: int) -> int:
     return _peak_module(backend).set_threads(n)
 
 
-def matmul_peak(backend: str, n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
-    """FLOP/s of a large square matrix product in ``backend``'s framework."""
-    return _peak_module(backend).matmul_peak(n=n, repeats=repeats, dtype=dtype)
+def matmul_peak(backend: str, n: int = 2048, repeats: int = 5, dtype: str = "float32",
+                clock: str = "wall") -> float:
+    """FLOP/s of a large square matrix product in ``backend``'s framework (``clock`` as in
+    ``bench_rungs``)."""
+    return _peak_module(backend).matmul_peak(n=n, repeats=repeats, dtype=dtype, clock=clock)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class BenchReport:
     repeats: int
     dtype: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    clock: str = "wall"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -141,7 +146,7 @@ class BenchReport:
                           for b, p in self.peak_flops.items())
         text.append("")
         text.append(f"matmul peak ({self.dtype}, 2048^3): {peaks}; {self.steps} timed steps x "
-                    f"{self.repeats} interleaved repetitions, medians")
+                    f"{self.repeats} interleaved repetitions, medians, {self.clock} clock")
         ratios = self.jax_vs_torch()
         if ratios:
             text.append("torch fast step time / JAX fast step time: " +
@@ -159,11 +164,20 @@ def _si(n: float) -> str:
 
 def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, steps: int = 5,
                 repeats: int = 3, batch_size: int | None = None, warmup: int = 2, threads: int = 0,
-                dtype: str = "float32", log: Callable[[str], None] | None = None) -> BenchReport:
+                dtype: str = "float32", clock: str = "wall",
+                log: Callable[[str], None] | None = None) -> BenchReport:
     """Benchmark every rung with every backend, the dispatches interleaved ``repeats`` times.
 
     ``batch_size`` (sequences per step) defaults to each rung's own. Returns medians.
+    ``clock="wall"`` reports the backends' own wall-clock step times. ``clock="cpu"`` is for a
+    shared, loaded machine, where wall time measures the other tenants: the step time is the
+    process CPU time of a run of ``2 * steps`` steps less that of a run of ``steps`` steps,
+    divided by ``steps`` (set-up and warm-up cancel), and the peak is timed in CPU time too.
+    With one thread (``threads=1``) that is the time the step takes on one quiet core; with
+    more, spin-waiting threads inflate it.
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     for name, value, low in (("steps", steps, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -174,7 +188,7 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
         raise ValueError("rungs must not be empty")
     modules = {b: load_backend(b) for b in backends}
     used = {b: set_threads(b, threads) for b in backends}
-    peaks = {b: matmul_peak(b, dtype=dtype) for b in backends}
+    peaks = {b: matmul_peak(b, dtype=dtype, clock=clock) for b in backends}
     # A backend without a per-expert loop (JAX's dispatches are "fast" and "dense") refuses
     # dispatch="loop" with a ValueError on its first try; it is then timed on "fast" alone.
     supported = {b: list(DISPATCHES) for b in backends}
@@ -189,8 +203,7 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                     if log:
                         log(f"{rung.name} {b} {d} round {rep + 1}/{repeats}")
                     try:
-                        out = modules[b].benchmark_steps(rung.config, dispatch=d, batch_size=bs,
-                                                         n_steps=steps, warmup=warmup, dtype=dtype)
+                        out = _measure(modules[b], rung, d, bs, steps, warmup, dtype, clock)
                     except ValueError:
                         if d == "fast" or samples.get((b, d)):
                             raise
@@ -211,10 +224,30 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                     statistics.median(compile_s) if compile_s else None))
             rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings)))
     # A second peak timing after the rungs: the peak is the best the machine did in this run.
-    peaks = {b: max(p, matmul_peak(b, dtype=dtype)) for b, p in peaks.items()}
+    peaks = {b: max(p, matmul_peak(b, dtype=dtype, clock=clock)) for b, p in peaks.items()}
     rows = [dataclasses.replace(r, timings=tuple(
         dataclasses.replace(t, mfu=r.flops_per_token * t.tokens_per_s / peaks[r.backend])
         for t in r.timings)) for r in rows]
     notes = tuple(f"{b}: no per-expert loop dispatch, timed on the fast one only"
                   for b in backends if "loop" not in supported[b])
-    return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype, notes)
+    return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype, notes, clock)
+
+
+def _measure(module: ModuleType, rung: Rung, dispatch: str, batch_size: int, steps: int,
+             warmup: int, dtype: str, clock: str) -> dict[str, Any]:
+    def run(n: int) -> dict[str, Any]:
+        return module.benchmark_steps(rung.config, dispatch=dispatch, batch_size=batch_size,
+                                      n_steps=n, warmup=warmup, dtype=dtype)
+
+    if clock == "wall":
+        return run(steps)
+    c0 = time.process_time()
+    short = run(steps)
+    c1 = time.process_time()
+    run(2 * steps)
+    c2 = time.process_time()
+    step_s = ((c2 - c1) - (c1 - c0)) / steps
+    if step_s <= 0:  # set-up costs that did not repeat (a compile cache filled by the first run)
+        step_s = float(short["step_s"])
+    return {"step_s": step_s, "tokens_per_s": batch_size * rung.config.seq_len / step_s,
+            "compile_s": short.get("compile_s")}

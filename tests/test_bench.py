@@ -83,3 +83,28 @@ def test_bad_arguments_are_named(kwargs, field):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="'simulated'"):
         bench.set_threads("simulated", 1)
+
+
+def test_cpu_clock_differences_two_run_lengths(monkeypatch):
+    # A scripted CPU clock: each benchmark_steps call costs 3 s of set-up plus 0.25 s per step
+    # (0.5 s for the loop); differencing runs of n and 2n steps must recover the step alone.
+    now = [0.0]
+    per_step = {"fast": 0.25, "loop": 0.5}
+
+    def benchmark_steps(config, *, dispatch, batch_size, n_steps, warmup=2, dtype="float32", seed=0):
+        now[0] += 3.0 + per_step[dispatch] * (n_steps + warmup)
+        return {"step_s": 99.0, "tokens_per_s": 1.0, "compile_s": None}
+
+    monkeypatch.setattr(bench, "load_backend", lambda name: types.SimpleNamespace(benchmark_steps=benchmark_steps))
+    monkeypatch.setattr(bench, "set_threads", lambda name, n: 1)
+    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 50e9)
+    monkeypatch.setattr(bench.time, "process_time", lambda: now[0])
+    rung = get_ladder("cpu").rung("w32")
+    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=2, clock="cpu", threads=1)
+    fast, loop = report.rows[0].timing("fast"), report.rows[0].timing("loop")
+    assert fast.step_s == pytest.approx(0.25) and loop.step_s == pytest.approx(0.5)
+    assert fast.tokens_per_s == pytest.approx(rung.batch_size * rung.config.seq_len / 0.25)
+    assert report.rows[0].fast_over_loop == pytest.approx(2.0)
+    assert "cpu clock" in report.table()
+    with pytest.raises(ValueError, match="clock"):
+        bench.bench_rungs([rung], ("torch",), clock="gpu")

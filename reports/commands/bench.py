@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="interleaved fast/loop repetitions whose medians are reported (default: 3)")
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op CPU threads for torch; 0 (default) keeps its default")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default): wall-clock step times; cpu: process CPU time per step, "
+                        "differenced over two run lengths, for a shared loaded machine (use with "
+                        "--threads 1)")
     p.add_argument("--json", metavar="PATH", help="also write the table as JSON here")
     p.set_defaults(func=run)
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 0:
         raise ValueError(f"--batch-size must be >= 0, got {args.batch_size}")
     report = bench_rungs(rungs, backends, steps=args.steps, repeats=args.repeats,
-                         batch_size=args.batch_size or None, threads=args.threads,
+                         batch_size=args.batch_size or None, threads=args.threads, clock=args.clock,
                          log=lambda msg: print(f"  timing {msg}", file=sys.stderr, flush=True))
     print(report.table())
     if args.json:
