@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "plan",
     "review",
     "run",
+    "report",
     "coordcheck",
 )
 

@@ -1,48 +1,131 @@
-"""``ladder demo``: the toolkit's main job on the embedded defaults (CPU, built-in data).
+"""``ladder demo`` (what ``make demo`` runs): the whole toolkit on a laptop's CPU.
 
-For now it trains one rung of the CPU ladder (the middle one, w96, which finishes in well under
-a minute on two cores) at a learning rate inside the good basin of the SP ladder, and prints
-its result; the full sweep-fit-extrapolate-report pipeline grows from here.
+It runs ``ladder run`` on the built-in experiment ``reports/demo.toml`` (a copy of
+``examples/demo.toml``): five rungs of the cpu ladder's shape trained with PyTorch on the
+built-in multi-domain data, the learning rate searched by the ladder-aware search, the SQLite
+store under ``./runs/demo/``, a target ~15x the largest rung. A progress bar counts trials; at
+the end it prints the verdict, the plan and the path of the PDF report.
+
+Run again, it resumes: finished trials are never redone, and when the store holds no trial the
+JSON artifacts have not seen (and the built-in file is unchanged) the fits, plan, review and
+report are reused, so a finished demo answers in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from proxy import TrainHParams
-from proxy.ladder import get_ladder
+DEMO_FILE = "demo.toml"
+DEMO_STORAGE = "sqlite:///runs/demo/trials.db"   # relative to the working folder
 
-DEMO_LADDER = "cpu"
-DEMO_LR = 3e-3   # Adam lr of the SP rungs; the sweep finds the optimum per rung
+
+def demo_experiment_path() -> Path:
+    """The built-in demo experiment file shipped inside the package."""
+    return Path(str(resources.files("reports").joinpath(DEMO_FILE)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "demo", help="run the main job on the built-in defaults (CPU, built-in data)",
-        description="Train the middle rung of the CPU ladder on the built-in data with torch and "
-                    "print its result.")
-    p.add_argument("--backend", choices=("torch", "jax"), default="torch",
-                   help="training framework (default: torch)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and data order")
+        "demo", help="run the whole pipeline on the built-in demo experiment (CPU, built-in data)",
+        description="Sweep five small MoE rungs on the CPU with the ladder-aware search, fit the trends, plan a "
+                    "target ~15x larger, review it and write the PDF report to runs/demo/report.pdf. About "
+                    "8-10 minutes on two cores; run it again to resume.")
+    p.add_argument("--storage", default=None, help=f"store URL (default: {DEMO_STORAGE} in the working folder)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from proxy.backends import load_backend
-    from proxy.data import load_data
-    from reports.commands.train import _Progress, summary
+def _progress_bar(exp: Any, storage: Any) -> tuple[Any, Any]:
+    """A tqdm bar over every trial of the ladder, and the callback the sweep calls per trial."""
+    from tqdm import tqdm
 
-    ladder = get_ladder(DEMO_LADDER)
-    rung = ladder.middle
-    hparams = TrainHParams(lr=DEMO_LR, batch_size=rung.batch_size, tokens=rung.tokens)
-    print(f"demo: training {DEMO_LADDER}/{rung.name} with {args.backend}, lr {DEMO_LR:g}, "
-          f"{rung.tokens:,} tokens", file=sys.stderr)
-    bar = _Progress(rung.batch_size * rung.config.seq_len)
+    from proxy.sweep.runner import rung_progress
+
+    done = {r.name: rung_progress(exp, r, storage).complete for r in exp.rungs}
+    total = len(exp.rungs) * exp.search.trials_per_rung
+    bar = tqdm(total=max(total, sum(done.values())), initial=sum(done.values()), unit="trial", file=sys.stderr,
+               desc="demo sweep", dynamic_ncols=True)
+
+    def callback(p: Any) -> None:
+        done[p.rung] = p.complete
+        n = sum(done.values())
+        bar.total = max(bar.total, n, len(exp.rungs) * p.requested)  # edge widening adds trials
+        bar.n = n
+        best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
+        bar.set_postfix_str(f"rung {p.rung} {p.complete}/{p.requested}, best {best}")
+        bar.refresh()
+
+    return bar, callback
+
+
+def _up_to_date(exp: Any, folder: Path, storage: Any) -> bool:
+    """True when the JSON artifacts and the report were made from this store's trials and this
+    experiment file (same finished-trial count and file hash)."""
+    import json
+
+    from transfer.extrapolate import ledger_summary
+
+    names = ("fits.json", "plan.json", "review.json", "report.pdf")
+    if not all((folder / n).is_file() for n in names):
+        return False
     try:
-        result = load_backend(args.backend).train(rung.config, hparams, load_data(), args.seed,
-                                                  progress=bar)
+        plan = json.loads((folder / "plan.json").read_text())
+        same_file = plan["provenance"]["experiment_sha256"] == exp.sha256
+        same_trials = int(plan["ledger"]["n_trials"]) == ledger_summary(exp, storage).n_trials
+    except (ValueError, KeyError, TypeError):
+        return False
+    return same_file and same_trials
+
+
+def run(args: argparse.Namespace) -> int:
+    from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.store import open_storage, resolve_url
+    from reports.commands.fit import run_dir
+    from reports.commands.plan import plan_summary
+    from reports.commands.review import review_and_write
+    from reports.pdf import write_report
+    from reports.review import Verdict
+    from transfer.ladder import run_ladder
+    from transfer.plan import Plan
+
+    t0 = time.time()
+    url = resolve_url(args.storage or DEMO_STORAGE, os.getcwd())
+    exp = load_experiment(demo_experiment_path(), storage=url)
+    storage = open_storage(exp.storage, heartbeat_interval=exp.heartbeat_interval)
+    folder = run_dir(exp)
+    print(f"demo: {len(exp.rungs)} rungs x {exp.search.trials_per_rung} trials with {exp.backend} on the built-in "
+          f"data; store {exp.storage}", file=sys.stderr)
+    bar, callback = (None, None) if args.no_progress else _progress_bar(exp, storage)
+    try:
+        result = run_ladder(exp, progress=callback)
     finally:
-        bar.close()
-    print(summary(rung, DEMO_LADDER, result))
-    return 1 if result.diverged else 0
+        if bar is not None:
+            bar.close()
+    if result.message:
+        print(result.message)
+    if _up_to_date(exp, folder, storage):
+        import json
+
+        plan = Plan.from_dict(json.loads((folder / "plan.json").read_text()))
+        verdict = Verdict.from_dict(json.loads((folder / "review.json").read_text()))
+        pdf = folder / "report.pdf"
+        print("demo: nothing new in the store; the artifacts are up to date", file=sys.stderr)
+    else:
+        _, plan, verdict = review_and_write(exp, None, "ladder demo")
+        pdf = write_report(folder, exp, storage)
+    print()
+    print(f"VERDICT: {verdict.verdict}")
+    for reason in verdict.reasons:
+        print(f"  - {reason}")
+    print()
+    print(plan_summary(plan))
+    print()
+    print(f"report: {pdf}")
+    print(f"artifacts in {folder} (fits.json, plan.json, review.json, report.pdf); {time.time() - t0:.0f} s")
+    return 0
