@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -216,6 +218,8 @@ def run_ladder(experiment: Any, *, mode: str = "ladder", storage: Any = None, se
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if "torch" not in sys.modules:   # as proxy.sweep.runner.run_sweep: threads set before the framework loads
+        os.environ.setdefault("OMP_NUM_THREADS", str(experiment.threads))
     storage = storage or open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
     allow, factor, max_rounds = _policy(experiment)
     humans = human_boxes(experiment)

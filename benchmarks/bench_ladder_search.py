@@ -1,0 +1,134 @@
+"""Does the ladder-aware search pay? Trials and FLOPs to come within 0.5% of each rung's best loss.
+
+Side by side in one run, on the same ladder, box and seeds: the plain per-rung search of the
+human's box (``transfer.ladder.run_ladder(mode="plain")``) and the ladder-aware search
+(``mode="ladder"``: re-centred boxes, the extrapolated optimum as first trial, edge widening).
+For every rung and seed: the number of trials (in trial order) until one comes within
+``--tol`` (0.5%) of the rung's best achievable loss, and the training FLOPs spent on that rung
+up to and including it.
+
+* ``simulated``: the best achievable loss is the known truth (``SimulatedTruth.floor``) and
+  each trial is scored by its noise-free loss, so "reached" means the setting is truly good.
+* ``cpu``: real training (torch); the best achievable loss is the best trial of either search
+  with that seed (same training seed for both), scored by the measured loss.
+
+A rung that never comes within the tolerance counts all its trials (a lower bound, marked ">").
+Ratios are plain / ladder (higher: the ladder-aware search is cheaper).
+
+    python benchmarks/bench_ladder_search.py simulated --seeds 3
+    python benchmarks/bench_ladder_search.py cpu --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"simulated": ROOT / "examples" / "simulated_go.toml", "cpu": ROOT / "examples" / "cpu_ladder.toml"}
+
+
+def _clean_loss(exp, rung, obs) -> float:
+    from proxy.sweep import knobs as K
+
+    params = {k.name: obs.knobs[k.name] for k in exp.search.box if k.name != K.MIX_KNOB}
+    setup = K.setup_trial(rung, params, exp.search.fixed, exp.data)
+    return exp.simulated.loss(setup.config, setup.hparams, setup.train_mix)
+
+
+def run_one(exp_path: Path, mode: str, seed: int, trials: int | None, workdir: Path):
+    """Run one search; returns {rung: [(score, flops), ...] in trial order} and the experiment."""
+    from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.spec import BudgetSpec
+    from transfer.ladder import run_ladder
+    from transfer.observations import load_observations
+
+    exp = load_experiment(exp_path, storage=f"sqlite:///{workdir}/{mode}-{seed}.db")
+    search = exp.search if trials is None else dataclasses.replace(exp.search, trials_per_rung=trials,
+                                                                    startup_trials=min(exp.search.startup_trials, trials))
+    # No budget cap: both searches run every trial, and the ledger scan per trial is skipped.
+    exp = dataclasses.replace(exp, seeds=(seed,), search=search, budget=BudgetSpec())
+    run_ladder(exp, mode=mode, seed=seed)
+    obs = load_observations(exp)
+    out = {}
+    for rung in exp.rungs:
+        rows = sorted(obs.get(rung.name, []), key=lambda o: o.extra["trial_number"])
+        score = [(_clean_loss(exp, rung, o) if exp.backend == "simulated" else (o.loss if o.usable else math.inf),
+                  o.extra.get("flops", 0.0)) for o in rows]
+        out[rung.name] = score
+    return out, exp
+
+
+def to_reach(rows, best: float, tol: float) -> tuple[int, float, bool]:
+    """(trials, FLOPs, reached) until a trial's loss <= best * (1 + tol)."""
+    flops = 0.0
+    for i, (loss, f) in enumerate(rows):
+        flops += f
+        if loss <= best * (1 + tol):
+            return i + 1, flops, True
+    return len(rows), flops, False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("ladder", choices=sorted(EXAMPLES))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=None, help="trials per rung (default: the example file's)")
+    ap.add_argument("--tol", type=float, default=0.005, help="relative loss tolerance (0.005 = 0.5%%)")
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    results = {"plain": [], "ladder": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            for mode in ("plain", "ladder"):
+                rows, exp = run_one(EXAMPLES[args.ladder], mode, seed, args.trials, Path(tmp))
+                results[mode].append(rows)
+    rungs = [r.name for r in exp.rungs]
+    table = {m: {r: [] for r in rungs} for m in results}
+    for s in range(args.seeds):
+        for r in rungs:
+            if args.ladder == "simulated":
+                from proxy.flops import param_counts
+
+                rung = exp.rung(r)
+                c = param_counts(rung.config)
+                best = exp.simulated.floor(float(c.active), float(c.total), float(rung.tokens))
+            else:
+                best = min(x for m in results for x, _ in results[m][s][r])
+            for m in results:
+                table[m][r].append(to_reach(results[m][s][r], best, args.tol))
+    print(f"{args.ladder} ladder, {args.seeds} seeds, {len(results['plain'][0][rungs[0]])} trials per rung, "
+          f"tolerance {args.tol:.1%} of the best achievable loss; wall {time.perf_counter() - start:.0f} s")
+    print(f"{'rung':<8} {'plain trials':>13} {'ladder trials':>14} {'ratio':>6} {'plain FLOPs':>12} "
+          f"{'ladder FLOPs':>13} {'ratio':>6} {'reached p/l':>12}")
+    agg = {m: [0.0, 0.0] for m in results}
+    for i, r in enumerate(rungs):
+        cells = {}
+        for m in results:
+            t = np.mean([x[0] for x in table[m][r]])
+            f = np.mean([x[1] for x in table[m][r]])
+            reached = sum(x[2] for x in table[m][r])
+            cells[m] = (t, f, reached)
+            if i >= 2:   # re-centring starts at the third rung
+                agg[m][0] += t
+                agg[m][1] += f
+        mark = {m: "" if cells[m][2] == args.seeds else ">" for m in results}
+        print(f"{r:<8} {mark['plain'] + format(cells['plain'][0], '.1f'):>13} "
+              f"{mark['ladder'] + format(cells['ladder'][0], '.1f'):>14} {cells['plain'][0] / cells['ladder'][0]:>6.2f} "
+              f"{cells['plain'][1]:>12.3g} {cells['ladder'][1]:>13.3g} {cells['plain'][1] / cells['ladder'][1]:>6.2f} "
+              f"{cells['plain'][2]:>5}/{cells['ladder'][2]:<5}")
+    print(f"rungs 3+ (re-centred): trials plain/ladder = {agg['plain'][0] / agg['ladder'][0]:.2f}x, "
+          f"FLOPs plain/ladder = {agg['plain'][1] / agg['ladder'][1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
