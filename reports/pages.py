@@ -109,7 +109,7 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
     w.text("Rule: " + verdict.rule, SMALL, color="#555555", width=125)
     w.space(0.8)
     w.text("The plan", FONT + 3, weight="bold")
-    xs = (0.07, 0.22, 0.35, 0.56, 0.77)
+    xs = (0.07, 0.19, 0.31, 0.51, 0.71)
     w.row(("knob", "value", "80% interval", "95% interval", "how"), xs, weight="bold")
     w.rule()
     for k in plan.knobs:
