@@ -159,9 +159,15 @@ def fits_json(experiment: Any, fits: Fits, command: str = "") -> dict[str, Any]:
         if rec is not None:
             d["search"] = rec.to_dict()
         rungs.append(d)
+    law = None
+    if fits.loss_law is not None:
+        # Bootstrap refits of a few under-trained rungs can run off to huge A; their spread is
+        # reported as it is (inf), not raised as a floating-point warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            law = fits.loss_law.to_dict()
     return _jsonable({"schema_version": SCHEMA_VERSION, "experiment": experiment.name, "rungs": rungs,
                       "trends": trends, "trend_errors": dict(fits.trend_errors),
-                      "loss_law": None if fits.loss_law is None else fits.loss_law.to_dict(),
+                      "loss_law": law,
                       "loss_error": fits.loss_error, "notes": list(fits.notes),
                       "provenance": provenance_for(experiment, command).to_dict()})
 
@@ -258,10 +264,11 @@ def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int) -
     value = float(law.predict(target.params_active, tok))
     ci80 = ci95 = None
     if law.boot.size:
-        b = law.boot_table()
-        preds = b["E"] + b["A"] * target.params_active ** -b["alpha"]
-        if law.form == "ND":
-            preds = preds + b["B"] * target.tokens ** -b["beta"]
+        with np.errstate(over="ignore", invalid="ignore"):   # runaway bootstrap refits give inf, dropped below
+            b = law.boot_table()
+            preds = b["E"] + b["A"] * target.params_active ** -b["alpha"]
+            if law.form == "ND":
+                preds = preds + b["B"] * target.tokens ** -b["beta"]
         preds = preds[np.isfinite(preds)]
         if preds.size >= 2:
             lo80, hi80, lo95, hi95 = np.quantile(preds, [0.10, 0.90, 0.025, 0.975])

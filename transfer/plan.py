@@ -450,9 +450,14 @@ class Plan:
 
 
 def _jsonable(x: Any) -> Any:
-    """Mappings and sequences as dicts and lists (tuples become lists, as JSON has no tuple)."""
+    """Mappings and sequences as dicts and lists (tuples become lists, as JSON has no tuple);
+    NaN and infinities, which JSON cannot hold, as null."""
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):   # numpy scalars
+        return _jsonable(x.item())
     return x

@@ -54,7 +54,11 @@ def run_dir(experiment: Any, out: str | None = None) -> Path:
 
 
 def write_json(path: Path, doc: Any) -> Path:
-    """Write ``doc`` atomically (a temporary file renamed), so a reader never sees half a file."""
+    """Write ``doc`` atomically (a temporary file renamed), so a reader never sees half a file;
+    non-finite numbers are written as null."""
+    from transfer.plan import _jsonable
+
+    doc = _jsonable(doc)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n")
     tmp.replace(path)
