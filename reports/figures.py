@@ -104,8 +104,17 @@ def _draw_sweep(ax: Any, p: SweepPanel) -> None:
     finite = losses[ok]
     lo_y = float(np.nanmin(finite)) if finite.size else 0.0
     hi_y = float(np.nanmax(finite)) if finite.size else 1.0
+    # Zoom on the basin: a few runs far above it (unstable settings) would flatten it to a line.
+    # The top is four times the median's gap to the best; trials above it are drawn at the top.
+    if finite.size >= 4:
+        cap = lo_y + 4.0 * (float(np.nanmedian(finite)) - lo_y)
+        hi_y = min(hi_y, cap) if cap > lo_y else hi_y
     pad = max(0.05 * (hi_y - lo_y), 1e-3)
     top = hi_y + 4 * pad
+    above = ok & (losses > hi_y + pad)
+    if np.any(above):
+        ax.scatter(xs[above], np.full(int(above.sum()), top - 2 * pad), marker="^", s=22, color=COLORS["other"],
+                   zorder=3, label="trial above the axis (loss off scale)")
     if np.any(~ok):
         ax.scatter(xs[~ok], np.full(int((~ok).sum()), top - pad), marker="x", s=40, color=COLORS["diverged"],
                    zorder=4, label="diverged (drawn at the top)")
@@ -140,8 +149,8 @@ def _draw_sweep(ax: Any, p: SweepPanel) -> None:
                                               "not used: " + ", ".join(c for c in opt.flag_codes
                                                                        if c != "diverged_excluded"))
     n_div = int((~ok).sum())
-    ax.set_title(f"rung {p.rung}: {len(obs)} trials" + (f" ({n_div} diverged)" if n_div else "") + f", {status}",
-                 fontsize=FONT + 1)
+    ax.set_title(f"rung {p.rung}\n{len(obs)} trials" + (f" ({n_div} diverged)" if n_div else "") + f", {status}",
+                 fontsize=FONT)
     if p.note:
         ax.text(0.02, 0.02, p.note, transform=ax.transAxes, fontsize=SMALL, va="bottom")
     ax.tick_params(labelsize=SMALL)

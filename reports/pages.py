@@ -105,8 +105,8 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
     w.text(verdict.verdict, 44, weight="bold", color=VERDICT_COLORS.get(verdict.verdict, "black"), gap=1.05)
     w.space(0.4)
     for r in verdict.reasons or ("no check decided the verdict",):
-        w.text("- " + r, FONT, width=110)
-    w.text("Rule: " + verdict.rule, SMALL, color="#555555", width=125)
+        w.text("- " + r, FONT, width=100)
+    w.text("Rule: " + verdict.rule, SMALL, color="#555555", width=115)
     w.space(0.8)
     w.text("The plan", FONT + 3, weight="bold")
     xs = (0.07, 0.19, 0.31, 0.51, 0.71)
@@ -137,9 +137,13 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
     if led.budget_flops is not None:
         line += f"; budget {fmt_count(led.budget_flops)} FLOPs ({100 * (led.fraction_of_budget or 0):.3g}% spent)"
     w.text(line, FONT)
-    per = ", ".join(f"{r}: {fmt_count(f)} ({led.trials_per_rung.get(r, 0)} trials)" for r, f in led.per_rung_flops.items())
-    if per:
-        w.text("per rung: " + per, SMALL, width=125)
+    per = [f"{r}: {fmt_count(f)} ({led.trials_per_rung.get(r, 0)} trials)" for r, f in led.per_rung_flops.items()]
+    if 0 < len(per) <= 8:
+        w.text("per rung: " + ", ".join(per), SMALL, width=112)
+    elif per:
+        flops = sorted(led.per_rung_flops.values())
+        w.text(f"{len(per)} rungs, {fmt_count(flops[0])} to {fmt_count(flops[-1])} FLOPs each (trial table in the "
+               "appendix)", SMALL, width=112)
     w.space(0.6)
     w.text("Target config (what the training script reads)", FONT + 1, weight="bold")
     model = dict(plan.config.get("model", {}))
@@ -154,7 +158,7 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
         w.space(0.6)
         w.text("Notes", FONT + 1, weight="bold")
         for n in plan.notes:
-            w.text("- " + n, SMALL, width=125)
+            w.text("- " + n, SMALL, width=112)
     return fig
 
 
@@ -165,7 +169,7 @@ def checks_page(verdict: Any) -> Figure:
     w.text(f"Review checks: verdict {verdict.verdict}", FONT + 4, weight="bold",
            color=VERDICT_COLORS.get(verdict.verdict, "black"))
     w.text("A FAIL of a hard check makes the verdict NO-GO; an INCONCLUSIVE check makes it INCONCLUSIVE; "
-           "WARNs are listed but do not block.", SMALL, width=125)
+           "WARNs are listed but do not block.", SMALL, width=112)
     w.space(0.5)
     xs = (0.07, 0.2, 0.5, 0.67)
     w.row(("status", "check", "figure", "threshold"), xs, weight="bold")
@@ -179,7 +183,7 @@ def checks_page(verdict: Any) -> Figure:
     policy = ", ".join(f"{k}={v}" for k, v in verdict.policy.items())
     if policy:
         w.space(0.5)
-        w.text("Review policy: " + policy, SMALL, width=125, color="#555555")
+        w.text("Review policy: " + policy, SMALL, width=112, color="#555555")
     return fig
 
 
