@@ -259,3 +259,26 @@ def test_demo_and_report_on_a_tiny_torch_sweep(tmp_path, monkeypatch, capsys):
     assert cli.main(["report", str(exp_file), "--storage", f"sqlite:///{folder / 'trials.db'}", "--out",
                      str(folder)]) == 0
     assert_plan_printed(pdf_pages(folder / "report.pdf")[0], plan, verdict)
+
+
+def test_gpu_example_parses_with_its_data_folders(tmp_path):
+    from proxy.flops import param_counts
+    from proxy.sweep.experiment import load_experiment
+
+    (tmp_path / "data" / "web").mkdir(parents=True)
+    (tmp_path / "data" / "code").mkdir()
+    (tmp_path / "data" / "web" / "a.txt").write_text("a web page")
+    (tmp_path / "data" / "code" / "a.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "data" / "math.bin").write_bytes(b"1 + 1 = 2\x002 + 2 = 4\x00")
+    shutil.copy(REPO / "examples" / "gpu_ladder.toml", tmp_path / "gpu_ladder.toml")
+    exp = load_experiment(tmp_path / "gpu_ladder.toml", check_storage=False)
+    assert exp.storage.startswith("postgresql") and set(exp.data.user_domains) == {"web", "code", "math"}
+    largest = max(param_counts(r.config).active for r in exp.rungs)
+    assert param_counts(exp.target.config).active > 2 * largest
+
+
+def test_steplaw_import_example_parses():
+    from proxy.sweep.experiment import load_experiment
+
+    exp = load_experiment(REPO / "examples" / "steplaw_import.toml", check_storage=False)
+    assert {k.name for k in exp.search.box} == {"lr", "batch_size"} and exp.target.config.n_experts == 1
