@@ -263,8 +263,8 @@ def _draw_trend(ax: Any, p: TrendPanel) -> None:
 class LossPanel:
     """The loss law fitted on the per-rung losses (``sizes`` active parameters, ``losses``
     nats) and its extrapolation to the target; ``prediction`` is the plan's ``LossPrediction``
-    (its 80% and 95% intervals are drawn at the target). For an L(N, D) law, tokens follow the
-    rungs' and the target's tokens, log-linearly in size. ``law`` None: ``why`` says why."""
+    (its 80% and 95% intervals are drawn at the target). An L(N, D) law is drawn at the
+    target's tokens per parameter. ``law`` None: ``why`` says why."""
 
     law: LossLawFit | None
     sizes: tuple[float, ...]
@@ -273,7 +273,6 @@ class LossPanel:
     target_name: str
     prediction: Any = None
     why: str = ""
-    tokens: tuple[float, ...] | None = None
     target_tokens: float | None = None
 
 
@@ -295,11 +294,13 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
         return
     grid = np.geomspace(n.min() / 1.3, max(p.target_size, n.max()) * 1.3, 150)
     tok = None
-    if law.form != "N" and p.tokens is not None and p.target_tokens is not None:
-        pts_n = np.log(np.append(n, p.target_size))
-        pts_d = np.log(np.append(np.asarray(p.tokens, dtype=float), p.target_tokens))
-        order = np.argsort(pts_n)
-        tok = np.exp(np.interp(np.log(grid), pts_n[order], pts_d[order]))
+    form = "E + A N^-alpha"
+    if law.form != "N" and p.target_tokens is not None:
+        # L(N, D) is drawn along the target's tokens per parameter; rungs trained at other
+        # ratios sit off this curve by their own D term.
+        ratio = p.target_tokens / p.target_size
+        tok = ratio * grid
+        form = f"E + A N^-alpha + B D^-beta at D = {ratio:.3g} N"
     curve = np.asarray(law.predict(grid, tok) if tok is not None else law.predict(grid), dtype=float)
     if law.boot.size:
         draws = []
@@ -312,7 +313,6 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
         lo, hi = np.nanpercentile(np.asarray(draws), [2.5, 97.5], axis=0)
         ax.fill_between(grid, lo, hi, color=COLORS["pred"], alpha=0.5, lw=0, label="95% bootstrap band")
     par = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
-    form = "E + A N^-alpha" if law.form == "N" else "E + A N^-alpha + B D^-beta"
     ax.plot(grid, curve, color=COLORS["fit"], lw=1.5, label=f"L = {form} ({par})")
     pr = p.prediction
     if pr is not None:
@@ -325,7 +325,7 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
                 label=f"target {p.target_name}: {v:.4g} nats (80% / 95%)")
     ax.axvline(n.max(), color=COLORS["box"], ls=":", lw=1, label="largest rung")
     ax.grid(alpha=0.3, lw=0.5, which="both")
-    ax.legend(fontsize=SMALL, loc="upper right", framealpha=0.85)
+    ax.legend(fontsize=SMALL, loc="lower left", framealpha=0.85)
 
 
 def analysis_page(panels: Sequence[TrendPanel | LossPanel],

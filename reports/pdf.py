@@ -119,8 +119,7 @@ def _analysis_pages(d: ReportData) -> list[Any]:
         losses=tuple(o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
                      for o in rungs),
         target_size=d.plan.target.params_active, target_name=d.plan.target.name, prediction=d.plan.loss,
-        why=d.loss_error or "too few rungs", tokens=tuple(o.tokens for o in rungs),
-        target_tokens=d.plan.target.tokens))
+        why=d.loss_error or "too few rungs", target_tokens=d.plan.target.tokens))
     return [F.analysis_page(panels[i:i + 2]) for i in range(0, len(panels), 2)]
 
 
