@@ -235,7 +235,8 @@ def _mix(experiment: Any, observations: Mapping[str, Sequence[Observation]]) -> 
 
 def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None) -> ReportData:
     """Assemble ``ReportData`` from ``run_dir`` (plan.json, review.json, fits.json), the experiment file
-    (default: the path in the plan's provenance) and its trial store (default: its storage)."""
+    (default: the path in the plan's provenance) and its trial store (default: ``run_dir/trials.db``
+    when the experiment is read from the provenance and that file exists, else its storage)."""
     from fits.trend import trend_from_optima
     from proxy.sweep import knobs as K
     from proxy.sweep.experiment import load_experiment
@@ -252,6 +253,10 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
             raise FileNotFoundError(f"the experiment file of the plan ({path or 'none recorded'}) is not found; "
                                     "pass the experiment file (`ladder report EXPERIMENT.toml`)")
         experiment = load_experiment(path, check_storage=False)
+        if storage is None and (run_dir / "trials.db").is_file():
+            # A SQLite store beside the artifacts is the one they were made from (it may have
+            # been named with --storage rather than in the experiment file).
+            storage = open_storage(f"sqlite:///{(run_dir / 'trials.db').resolve()}")
     if experiment.name != plan.experiment:
         raise ValueError(f"plan.json in {run_dir} is for experiment {plan.experiment!r}, not {experiment.name!r}")
     fits_doc = _read_json(run_dir / "fits.json", "fit")
