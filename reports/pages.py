@@ -89,9 +89,19 @@ def _hline(x0: float, x1: float, y: float) -> Any:
     return Line2D([x0, x1], [y, y], color="#888888", lw=0.6)
 
 
-def cover_page(plan: Any, verdict: Any) -> Figure:
+CONTENTS = {
+    "sweeps": "each rung's trials, fitted surface, optimum with its interval, near-optimal band, boxes",
+    "trends and loss law": "each planned knob against size with bands, the backtest, the target; the loss law",
+    "checks": "every review check: status, measured figure, threshold, reason",
+    "diagnostics": "expert load, divergences, how the ladder moved the human's box, data mix",
+    "appendix": "provenance and every trial",
+}
+
+
+def cover_page(plan: Any, verdict: Any, contents: Sequence[tuple[str, int]] = ()) -> Figure:
     """The verdict in large type, its reasons, the plan table (each knob with its 80% and 95%
-    intervals), the predicted loss, the budget ledger and the target config."""
+    intervals), the predicted loss, the budget ledger, the target config and, when given,
+    ``contents``: (section, first page) pairs, each with a line on what it shows."""
     fig = new_figure()
     w = _Writer(fig)
     w.text(f"Plan review: experiment {plan.experiment!r}", FONT + 5, weight="bold")
@@ -131,7 +141,7 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
     w.text("Budget ledger (training FLOPs)", FONT + 1, weight="bold")
     led = plan.ledger
     pct = "n/a" if led.fraction_of_target is None else f"{100 * led.fraction_of_target:.3g}%"
-    line = f"sweep {fmt(led.total_flops)} FLOPs in {led.n_trials} trials = {pct} of the full run"
+    line = f"sweep {fmt_count(led.total_flops)} FLOPs in {led.n_trials} trials = {pct} of the full run"
     if led.target_flops is not None:
         line += f" ({fmt_count(led.target_flops)} FLOPs)"
     if led.budget_flops is not None:
@@ -159,6 +169,11 @@ def cover_page(plan: Any, verdict: Any) -> Figure:
         w.text("Notes", FONT + 1, weight="bold")
         for n in plan.notes:
             w.text("- " + n, SMALL, width=112)
+    if contents:
+        w.space(0.6)
+        w.text("In this report", FONT + 1, weight="bold")
+        for section, page in contents:
+            w.row((f"p. {page}", section, CONTENTS.get(section, "")), (0.07, 0.13, 0.34), size=SMALL)
     return fig
 
 

@@ -175,8 +175,7 @@ def _machine() -> dict[str, str]:
 
 def build_pages(d: ReportData) -> list[tuple[str, Any]]:
     """(section, Figure) for every page, in report order (see the module docstring)."""
-    pages: list[tuple[str, Any]] = [("cover", P.cover_page(d.plan, d.verdict))]
-    pages += [("sweeps", f) for f in _sweep_pages(d)]
+    pages: list[tuple[str, Any]] = [("sweeps", f) for f in _sweep_pages(d)]
     pages += [("trends and loss law", f) for f in _analysis_pages(d)]
     pages.append(("checks", P.checks_page(d.verdict)))
     pages.append(("diagnostics", _diagnostics_page(d)))
@@ -184,7 +183,10 @@ def build_pages(d: ReportData) -> list[tuple[str, Any]]:
     prov["seeds"] = ", ".join(str(s) for s in prov.get("seeds", ()))
     header, rows = trial_table(d)
     pages += [("appendix", f) for f in P.appendix_pages(prov, rows, header, _machine())]
-    return pages
+    contents: dict[str, int] = {}
+    for i, (section, _) in enumerate(pages):
+        contents.setdefault(section, i + 2)     # page 1 is the cover
+    return [("cover", P.cover_page(d.plan, d.verdict, tuple(contents.items())))] + pages
 
 
 def write_pdf(d: ReportData, path: str | Path) -> Path:
