@@ -206,6 +206,15 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     for k, t in eligible.items():
         results[k] = backtest_leave_largest_out(t.sizes, t.values, value_se=t.value_se, tokens=t.tokens, alpha=a)
     missed = {k: b for k, b in results.items() if not b.inside}
+    max_se = float(policy["backtest_max_se"])
+    vague = {k: t.value_se[-1] for k, t in eligible.items() if t.value_se is not None and t.value_se[-1] > max_se}
+    if vague and not missed:
+        # A rung whose own optimum is this uncertain cannot contradict any trend: no test, not a pass.
+        k, se = next(iter(vague.items()))
+        return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, results[k].z, "z",
+                      f"inside the {1 - alpha:.0%} prediction interval, largest-rung log-se <= {max_se:g}",
+                      f"the largest rung's {k} optimum is too imprecise to test the trend (log standard error "
+                      f"{se:.2f} > {max_se:g}); add trials on that rung", knobs={kk: b.to_dict() for kk, b in results.items()})
     worst = max(results, key=lambda k: abs(results[k].z))
     details = {k: b.to_dict() | {"rung": eligible[k].labels[-1] if eligible[k].labels else ""} for k, b in results.items()}
     if missed:

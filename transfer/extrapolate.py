@@ -328,9 +328,9 @@ def make_plan(experiment: Any, fits: Fits, ledger: LedgerSummary, command: str =
     for f in fits.rungs:
         rec = fits.records.get(f.rung)
         if rec is not None:
-            adjustments += [a for a in rec.adjustments if a.action != "kept" or "edge" in a.reason]
+            adjustments += [a for a in rec.adjustments if a.action != "kept" or "edge" in a.reason or "added" in a.reason]
     for a in adjustments:
-        if a.action.startswith("widened") or (a.action == "kept" and "edge" in a.reason):
+        if a.action.startswith("widened") or (a.action == "kept" and ("edge" in a.reason or "added" in a.reason)):
             notes.append(f"{a.rung}/{a.knob}: {a.reason}")
     return Plan(experiment=experiment.name, target=target, largest_rung=largest.rung,
                 largest_params_active=largest.params_active,

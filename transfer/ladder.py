@@ -15,7 +15,9 @@ in ascending active size:
 3. Edges. After the rung's N trials its optimum is fitted; a knob whose optimum sits on an edge
    of the sampled range (or whose surface is not convex with the best trial at a box edge) has
    that edge moved out (``transfer.box.widen``) and ``max(3, ceil(N / 3))`` trials are added,
-   at most ``max_widen_rounds`` times, within the sweep budget. Every change is recorded
+   at most ``max_widen_rounds`` times, within the sweep budget; a rung with no interior minimum
+   and no edge to move (a surface not convex, too few points) gets the same number of trials
+   added in the same box, counted as a round. Every change is recorded
    (``transfer.plan.BoxAdjustment``) and the report states it.
 
 ``mode="plain"`` runs the same ladder on the human's box with no re-centring, no enqueued
@@ -249,7 +251,18 @@ def run_ladder(experiment: Any, *, mode: str = "ladder", storage: Any = None, se
                 break
             sides = _edge_sides(opt, record.box, obs)
             if not sides:
-                break
+                if opt.usable:
+                    break
+                # No interior minimum yet but no edge to move (a flat or noisy surface): more trials
+                # in the same box, counted as a round.
+                codes = ", ".join(c for c in opt.flag_codes if c in ("not_convex", "too_few_points"))
+                adjs = tuple(_adjustment(rung.name, k, "kept", humans[k], None, b,
+                                         f"no interior optimum yet ({codes}): {extra} trials added in the same box")
+                             for k, b in record.box.items())
+                record = dataclasses.replace(record, adjustments=record.adjustments + adjs,
+                                             widen_rounds=record.widen_rounds + 1, requested=record.requested + extra)
+                _study(experiment, rung, storage).set_user_attr(ATTR, record.to_dict())
+                continue
             box = dict(record.box)
             adjs = list(record.adjustments)
             grew = False
