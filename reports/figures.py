@@ -313,7 +313,8 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
         lo, hi = np.nanpercentile(np.asarray(draws), [2.5, 97.5], axis=0)
         ax.fill_between(grid, lo, hi, color=COLORS["pred"], alpha=0.5, lw=0, label="95% bootstrap band")
     par = ", ".join(f"{k}={v:.3g}" for k, v in law.params.items())
-    ax.plot(grid, curve, color=COLORS["fit"], lw=1.5, label=f"L = {form} ({par})")
+    ax.plot(grid, curve, color=COLORS["fit"], lw=1.5,
+            label=f"L = {form} ({par})" + ("" if law.converged else ", NOT converged"))
     pr = p.prediction
     if pr is not None:
         v = pr.value
@@ -324,6 +325,11 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
         ax.plot([p.target_size], [v], "s", color=COLORS["target"], ms=7,
                 label=f"target {p.target_name}: {v:.4g} nats (80% / 95%)")
     ax.axvline(n.max(), color=COLORS["box"], ls=":", lw=1, label="largest rung")
+    # Frame the rungs and the prediction: a poorly determined law can shoot off at small sizes.
+    ys = list(y) + ([] if pr is None else [pr.value] + [c for ci in (pr.ci95, pr.ci80) if ci is not None
+                                                          for c in (ci.low, ci.high)])
+    span = max(max(ys) - min(ys), 1e-3)
+    ax.set_ylim(min(ys) - 0.25 * span, max(ys) + 0.25 * span)
     ax.grid(alpha=0.3, lw=0.5, which="both")
     ax.legend(fontsize=SMALL, loc="lower left", framealpha=0.85)
 
@@ -410,9 +416,8 @@ def diagnostics_figure(*, load_x: Sequence[float], load_y: Sequence[float], load
                 err = None if r.ci95 is None else [[r.optimum - r.ci95[0]], [r.ci95[1] - r.optimum]]
                 a3.errorbar([r.optimum], [i], xerr=err, fmt="o", color=COLORS["opt"], capsize=3, ms=4,
                             label="optimum, 95%" if i == 0 else None)
-            if r.action != "kept":
-                a3.text(r.box[1], i + 0.25, f" {r.action}", fontsize=SMALL, va="bottom")
-        a3.set_yticks(range(len(box_rows)), [r.rung for r in box_rows], fontsize=SMALL)
+        a3.set_yticks(range(len(box_rows)), [r.rung if r.action == "kept" else f"{r.rung}\n{r.action}"
+                                             for r in box_rows], fontsize=SMALL)
         a3.set_ylim(-0.7, len(box_rows) - 0.1)
         a3.set_xlabel(knob_label(box_knob), fontsize=FONT)
         a3.set_ylabel("rung", fontsize=FONT)
