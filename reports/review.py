@@ -206,15 +206,24 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     for k, t in eligible.items():
         results[k] = backtest_leave_largest_out(t.sizes, t.values, value_se=t.value_se, tokens=t.tokens, alpha=a)
     missed = {k: b for k, b in results.items() if not b.inside}
-    max_se = float(policy["backtest_max_se"])
-    vague = {k: t.value_se[-1] for k, t in eligible.items() if t.value_se is not None and t.value_se[-1] > max_se}
+    # A largest rung whose own optimum is so uncertain that the loss at stake within its 95%
+    # interval, curvature * (1.96 se)^2, exceeds max_loss_penalty cannot test the trend: no test,
+    # not a pass. (A knob with a flat basin may be vague; its vagueness then costs nothing.)
+    from transfer.extrapolate import _curvature
+
+    limit = float(policy["max_loss_penalty"])
+    vague = {}
+    for k, t in eligible.items():
+        curv = _curvature(list(fits.usable), k)
+        if t.value_se is not None and curv is not None and curv * (1.96 * t.value_se[-1]) ** 2 > limit:
+            vague[k] = (t.value_se[-1], curv * (1.96 * t.value_se[-1]) ** 2)
     if vague and not missed:
-        # A rung whose own optimum is this uncertain cannot contradict any trend: no test, not a pass.
-        k, se = next(iter(vague.items()))
+        k, (se, stake) = next(iter(vague.items()))
         return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, results[k].z, "z",
-                      f"inside the {1 - alpha:.0%} prediction interval, largest-rung log-se <= {max_se:g}",
+                      f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
                       f"the largest rung's {k} optimum is too imprecise to test the trend (log standard error "
-                      f"{se:.2f} > {max_se:g}); add trials on that rung", knobs={kk: b.to_dict() for kk, b in results.items()})
+                      f"{se:.2f}, {stake:.3g} nats at stake within its 95% interval > {limit:g}); add trials on that rung",
+                      knobs={kk: b.to_dict() for kk, b in results.items()})
     worst = max(results, key=lambda k: abs(results[k].z))
     details = {k: b.to_dict() | {"rung": eligible[k].labels[-1] if eligible[k].labels else ""} for k, b in results.items()}
     if missed:

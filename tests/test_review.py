@@ -119,3 +119,19 @@ def test_check_and_verdict_json_round_trip():
         Check("x", "x", "MAYBE", None, "", "", "")
     with pytest.raises(ValueError, match="verdict"):
         Verdict("x", "YES", (), (), "", {})
+
+
+def test_backtest_is_inconclusive_when_the_largest_rung_is_too_imprecise():
+    from fits import fit_trend
+
+    rng = np.random.default_rng(3)
+    fits = _fits(simulate_ladder(rng, n_trials=32, rung_scatter=0.02, box_offset=0.3))
+    t = fits.trends["lr"]
+    # The same optima, but the largest rung's own log standard error is 1.0 (a factor e): with the
+    # ladder's curvature (0.03 nats per e-fold^2) that puts ~0.1 nats at stake, above 0.01.
+    se = list(t.value_se[:-1]) + [1.0]
+    vague = dataclasses.replace(fits, trends={"lr": fit_trend(t.sizes, t.values, value_se=se, n_bootstrap=0)})
+    c = check_backtest(vague, POLICY)
+    assert c.status == INCONCLUSIVE and "too imprecise" in c.reason
+    # A looser loss limit makes the same rung precise enough to test.
+    assert check_backtest(vague, POLICY | {"max_loss_penalty": 1.0}).status == PASS

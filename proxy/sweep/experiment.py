@@ -48,7 +48,6 @@ REVIEW_DEFAULTS: dict[str, Any] = {
     "max_loss_penalty": 0.01,       # predicted loss penalty (nats) at the 95% interval ends
     "max_budget_fraction": 0.2,     # sweep FLOPs / target FLOPs
     "backtest_alpha": 0.05,         # miss probability of the backtest's prediction interval
-    "backtest_max_se": 0.25,        # largest rung's optimum must be known to this log-se to test it
     "divergence_window": 2.0,       # trials within this factor of the planned lr (largest rung)
     "max_divergence_fraction": 0.2,  # ... of which at most this share may diverge
     "max_expert_load": 2.0,         # max/mean expert load of the largest rung's best trial
