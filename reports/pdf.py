@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 
+from fits.intervals import ConfidenceInterval
 from fits.loss_law import LossLawFit
 from fits.observation import Observation
 from fits.optimum import RungOptimum
@@ -91,18 +92,27 @@ def _sweep_pages(d: ReportData) -> list[Any]:
             for i, c in enumerate(chunks)]
 
 
-def _backtest(trend: TrendFit, alpha: float) -> Backtest | None:
-    if trend.n < 4:   # leaving one out must leave a trend with a residual degree of freedom
+def _backtest(d: ReportData, knob: str, trend: TrendFit | None) -> Backtest | None:
+    """The review's backtest of ``knob`` (review.json details), so the figure shows the numbers
+    the verdict used; computed from the trend when the review has none (hand-built verdicts)."""
+    for c in d.verdict.checks:
+        b = c.details.get("knobs", {}).get(knob) if c.name == "backtest" else None
+        if b:
+            return Backtest(size=float(b["size"]), observed=float(b["observed"]), predicted=float(b["predicted"]),
+                            interval=ConfidenceInterval(float(b["interval"]["low"]), float(b["interval"]["high"])),
+                            alpha=float(b["alpha"]), inside=bool(b["inside"]), log_ratio=float(b["log_ratio"]),
+                            z=float(b["z"]))
+    if trend is None or trend.n < 4:   # leaving one out must leave a residual degree of freedom
         return None
     try:
-        return backtest_leave_largest_out(trend.sizes, trend.values, value_se=trend.value_se, alpha=alpha)
+        return backtest_leave_largest_out(trend.sizes, trend.values, value_se=trend.value_se,
+                                          alpha=float(d.verdict.policy.get("backtest_alpha", 0.05)))
     except ValueError:
         return None
 
 
 def _analysis_pages(d: ReportData) -> list[Any]:
     """Each planned knob's trend, then the loss law: two panels a page."""
-    alpha = float(d.verdict.policy.get("backtest_alpha", 0.05))
     panels: list[F.TrendPanel | F.LossPanel] = []
     for k in d.plan.knobs:
         tr = d.trends.get(k.name)
@@ -111,9 +121,11 @@ def _analysis_pages(d: ReportData) -> list[Any]:
         panels.append(F.TrendPanel(knob=k.name, trend=tr, target_size=d.plan.target.params_active,
                                    target_name=d.plan.target.name, estimate=k.value,
                                    ci80=(k.ci80.low, k.ci80.high), ci95=(k.ci95.low, k.ci95.high),
-                                   excluded=excluded, backtest=None if tr is None else _backtest(tr, alpha),
+                                   excluded=excluded, backtest=_backtest(d, k.name, tr),
                                    why=d.trend_errors.get(k.name, f"method {k.method}: no trend")))
     rungs = list(d.optima.values())
+    # The loss of a rung as the loss law is fitted on it (transfer.extrapolate): the fitted
+    # minimum of its surface, else its best trial.
     panels.append(F.LossPanel(
         law=d.loss_law, sizes=tuple(o.params_active for o in rungs),
         losses=tuple(o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
