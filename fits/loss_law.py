@@ -161,7 +161,11 @@ class LossLawFit:
             out["compute_optimal_exponent"] = self.compute_optimal_exponent
         if self.boot.size:
             out["ci95"] = {k: v.to_dict() for k, v in self.conf_int(0.05).items()}
-            out["sd"] = {k: float(np.std(v, ddof=1)) for k, v in self.boot_table().items()}
+            # Prefactors are spread over orders of magnitude when the data pin them down poorly (a
+            # refit can land at A ~ 1e100): their spread is reported on the log scale the fit uses.
+            out["sd"] = {(f"ln_{k}" if k in ("A", "B") else k):
+                         float(np.std(np.log(v) if k in ("A", "B") else v, ddof=1))
+                         for k, v in self.boot_table().items()}
         return out
 
     def summary(self) -> str:
