@@ -102,12 +102,13 @@ def test_mapping_errors():
 def test_rung_column_and_diverged_rows(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("lr,loss,N,D,cell,div\n0.001,2.5,1e6,2e7,small,0\n0.1,nan,1e6,2e7,small,1\n"
-                    "0.001,2.2,4e6,8e7,big,false\n")
+                    "0.3,,1e6,2e7,small,true\n0.001,2.2,4e6,8e7,big,false\n")
     url = f"sqlite:///{tmp_path / 'db' / 't.db'}"
     plan = import_csv(path, "ext", url, parse_mapping(["N=params_total", "D=tokens", "cell=rung",
                                                        "div=diverged"]))
     assert plan.rungs == ("small", "big")
     obs = {(o.rung, o.diverged): o for o in observations(url, "ext")}
     assert math.isnan(obs[("small", True)].loss) and obs[("small", False)].loss == 2.5
+    assert sum(o.diverged for o in observations(url, "ext")) == 2  # an empty loss is fine when diverged
     study = optuna.load_study(study_name="ext/small", storage=url)
     assert study.best_value == 2.5 and max(t.value for t in study.trials) > 2.5

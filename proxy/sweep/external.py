@@ -131,6 +131,8 @@ def read_runs(path: str | Path, mapping: Mapping[str, str] | None = None) -> Imp
                 if low not in ("true", "false", "1", "0", "yes", "no", ""):
                     raise ValueError(f"{where}: {cell!r} is not true/false")
                 values[field] = low in ("true", "1", "yes")
+            elif field == "loss" and not cell:
+                values[field] = math.nan  # allowed only on a diverged row (checked below)
             else:
                 values[field] = _number(cell, where)
         diverged = bool(values.get("diverged", False))
