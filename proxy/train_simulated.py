@@ -54,6 +54,7 @@ import numpy as np
 from proxy.config import ModelConfig
 from proxy.flops import param_counts, train_flops
 from proxy.hparams import TrainHParams
+from proxy.ladder import default_tokens  # the same token rule as the real trainers
 from proxy.result import ExpertLoad, TrainResult
 
 BACKEND = "simulated"
@@ -179,11 +180,6 @@ def _kl(target: Mapping[str, float], mix: Mapping[str, float]) -> float:
         q = mix.get(name, 0.0) / m_sum
         total += p * (math.log(p / q) if q > 0 else 20.0)
     return total
-
-
-def default_tokens(config: ModelConfig) -> int:
-    """Training tokens when ``hparams.tokens`` is 0: 20 per active parameter (Chinchilla)."""
-    return 20 * param_counts(config).active
 
 
 def _settings_crc(config: ModelConfig, hparams: TrainHParams, mix: Mapping[str, float]) -> int:
