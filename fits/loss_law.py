@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -243,7 +244,9 @@ def _fit(cols, log_l, *, delta, n_starts, n_bootstrap, boot_starts, seed, worker
         chunks = np.array_split(np.arange(n_bootstrap), max(1, workers * 4))
         jobs = [(cols, log_l, delta, starts, idx[c]) for c in chunks if c.size]
         if workers > 1 and n_bootstrap >= 20:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # "spawn", not the default fork: the caller may hold threads (JAX, BLAS pools), and a
+            # forked child of a multithreaded process can deadlock.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 results = list(pool.map(_bootstrap_chunk, jobs))
         else:
             results = [_bootstrap_chunk(j) for j in jobs]
