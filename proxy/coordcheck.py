@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from proxy.config import PARAMETRIZATIONS, ModelConfig
+from proxy.data import load_data
 from proxy.hparams import TrainHParams
 
 MUP_TOLERANCE = 0.1         # |slope| bound of every module under muP, from step 2 on
@@ -279,6 +281,32 @@ class CoordCheckResult:
     def read_json(cls, path: str | Path) -> "CoordCheckResult":
         return cls.from_dict(_none_to_nan(json.loads(Path(path).read_text())))
 
+
+
+def run_widths(settings: "CoordCheckSettings", backend: str,
+               record_one: Callable[["CoordCheckSettings", int, int, list[np.ndarray]], Mapping[str, Sequence[float]]],
+               progress: Callable[[str], None] | None = None) -> "CoordCheckResult":
+    """Train every width for every seed with a framework's ``record_one`` and fit the slopes.
+
+    Each seed draws one batch stream from the built-in data, shared by all widths (and by both
+    frameworks), so width is the only thing that changes along a line.
+    ``record_one(settings, width, seed, batches)`` returns module -> mean |output| per step.
+    """
+    start = time.perf_counter()
+    data = load_data()
+    widths = settings.widths
+    modules = module_names(settings.config(widths[0]))
+    records = {m: np.zeros((len(settings.seeds), len(widths), settings.steps)) for m in modules}
+    for s_idx, seed in enumerate(settings.seeds):
+        stream = data.batches(seed, settings.batch_size, settings.seq_len)
+        batches = [next(stream) for _ in range(settings.steps)]
+        for w_idx, width in enumerate(widths):
+            one = record_one(settings, width, seed, batches)
+            for m in modules:
+                records[m][s_idx, w_idx] = one[m]
+            if progress is not None:
+                progress(f"{settings.parametrization} {backend} seed {seed} width {width}")
+    return CoordCheckResult.from_records(settings, backend, records, time.perf_counter() - start)
 
 def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -11,7 +11,6 @@ as training applies it. See ``proxy.coordcheck`` for the recipe and the criteria
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -23,8 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from proxy.config import ModelConfig  # noqa: E402
-from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names  # noqa: E402
-from proxy.data import load_data  # noqa: E402
+from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths  # noqa: E402
 from proxy.hparams import TrainHParams, lr_at  # noqa: E402
 from proxy.train_jax import build_optimizer, cross_entropy, hp_inputs, init_state  # noqa: E402
 
@@ -86,23 +84,6 @@ def record_one(settings: CoordCheckSettings, width: int, seed: int, batches: lis
 
 def run(settings: CoordCheckSettings, *, dtype: str = "float32",
         progress: Callable[[str], None] | None = None) -> CoordCheckResult:
-    """Train every width for every seed and return the slopes (see ``proxy.coordcheck``).
-
-    The batches are those of ``proxy.coordcheck_torch.run`` (same seeds, same stream), so the
-    two frameworks measure the same models on the same data.
-    """
-    start = time.perf_counter()
-    data = load_data()
-    widths = settings.widths
-    modules = module_names(settings.config(widths[0]))
-    records = {m: np.zeros((len(settings.seeds), len(widths), settings.steps)) for m in modules}
-    for s_idx, seed in enumerate(settings.seeds):
-        stream = data.batches(seed, settings.batch_size, settings.seq_len)
-        batches = [next(stream) for _ in range(settings.steps)]
-        for w_idx, width in enumerate(widths):
-            one = record_one(settings, width, seed, batches, dtype)
-            for m in modules:
-                records[m][s_idx, w_idx] = one[m]
-            if progress is not None:
-                progress(f"{settings.parametrization} jax seed {seed} width {width}")
-    return CoordCheckResult.from_records(settings, BACKEND, records, time.perf_counter() - start)
+    """Train every width for every seed and return the slopes (``proxy.coordcheck.run_widths``)."""
+    return run_widths(settings, BACKEND, lambda st, width, seed, batches: record_one(st, width, seed, batches, dtype),
+                      progress)

@@ -10,14 +10,12 @@ See ``proxy.coordcheck`` for the recipe and the criteria.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names
-from proxy.data import load_data
+from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths
 from proxy.init import init_params
 from proxy.model_torch import TorchMoEModel
 from proxy.train_torch import build_optimizer, training_loss, update
@@ -81,23 +79,6 @@ def record_one(settings: CoordCheckSettings, width: int, seed: int, batches: lis
 
 def run(settings: CoordCheckSettings, *, dtype: torch.dtype = torch.float32,
         progress: Callable[[str], None] | None = None) -> CoordCheckResult:
-    """Train every width for every seed and return the slopes (see ``proxy.coordcheck``).
-
-    Each seed draws one batch stream from the built-in data, shared by all widths, so width
-    is the only thing that changes along a line.
-    """
-    start = time.perf_counter()
-    data = load_data()
-    widths = settings.widths
-    modules = module_names(settings.config(widths[0]))
-    records = {m: np.zeros((len(settings.seeds), len(widths), settings.steps)) for m in modules}
-    for s_idx, seed in enumerate(settings.seeds):
-        stream = data.batches(seed, settings.batch_size, settings.seq_len)
-        batches = [next(stream) for _ in range(settings.steps)]
-        for w_idx, width in enumerate(widths):
-            one = record_one(settings, width, seed, batches, dtype)
-            for m in modules:
-                records[m][s_idx, w_idx] = one[m]
-            if progress is not None:
-                progress(f"{settings.parametrization} torch seed {seed} width {width}")
-    return CoordCheckResult.from_records(settings, BACKEND, records, time.perf_counter() - start)
+    """Train every width for every seed and return the slopes (``proxy.coordcheck.run_widths``)."""
+    return run_widths(settings, BACKEND, lambda st, width, seed, batches: record_one(st, width, seed, batches, dtype),
+                      progress)
