@@ -26,6 +26,19 @@ def test_recentre_never_narrower_than_the_floor():
     assert math.log(c.box.high / c.box.low) == pytest.approx(0.25 * math.log(1e-1 / 1e-4))
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_recentred_box_is_never_wider_than_the_human_box(allow):
+    # A prediction interval far wider than the human's box (few rungs, scattered optima) says the
+    # trend knows no more than the human: the rung searches a box of the human's width, centred on
+    # the extrapolation (shifted, never grown, when widening is allowed).
+    c = recentre(HUMAN, 2e-3, (1e-6, 4.0), allow_widening=allow, max_widen_factor=4.0)
+    assert math.log(c.box.high / c.box.low) == pytest.approx(math.log(HUMAN.high / HUMAN.low))
+    if allow:
+        assert math.sqrt(c.box.low * c.box.high) == pytest.approx(2e-3)
+    else:
+        assert (c.box.low, c.box.high) == pytest.approx((HUMAN.low, HUMAN.high))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_recentred_box_never_leaves_the_human_box_when_widening_is_forbidden(seed):
     rng = np.random.default_rng(seed)

@@ -11,7 +11,9 @@ Pure functions over plain values; coordinates are the knob's *transformed* units
   ``margin`` times the larger half of the prediction interval (so the truth, which lies in the
   interval with probability 1 - alpha, is not at the box's edge), never narrower than
   ``min_fraction`` of the human's half-width (a too-confident trend must not starve the search)
-  and never wider than the outer limits; a box that would cross the limits is *shifted* back
+  and never wider than the human's box: a prediction interval wider than the human's box says
+  the trend knows no more than the human did, and a ladder-aware rung must never search a wider
+  range than the plain search would. A box that would cross the outer limits is *shifted* back
   inside them (keeping its width) and reported as ``clipped``.
 * ``widen``: an optimum on an edge moves that edge outwards by ``step`` times the box's width,
   within the outer limits; None when the edge is already at the limit (the report says so).
@@ -161,7 +163,7 @@ def recentre(human: Box, centre: float, interval: tuple[float, float], *, allow_
     u_c = human.to_u(centre)
     half_pi = max(u_c - human.to_u(lo_i), human.to_u(hi_i) - u_c)
     half = max(margin * half_pi, min_fraction * human.u_width / 2.0)
-    half = min(half, outer.u_width / 2.0)
+    half = min(half, human.u_width / 2.0)
     u_lo, u_hi = u_c - half, u_c + half
     clipped = False
     if u_lo < outer.u_low:
