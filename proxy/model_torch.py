@@ -90,11 +90,26 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[np.ndarray, 
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """GPT-NeoX half rotation (Su et al. 2021) of x (B, T, H, head_dim) by (T, half) tables."""
+    """GPT-NeoX half rotation (Su et al. 2021) of x (B, T, ..., head_dim) by (T, half) tables."""
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    full_cos, signed_sin = rope_full_tables(cos, sin)
+    return rotate_halves(x, full_cos, signed_sin, half)
+
+
+def rope_full_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """(cat(cos, cos), cat(-sin, sin)), (T, head_dim): the half rotation as two full-width products."""
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
+
+
+def rotate_halves(x: Tensor, full_cos: Tensor, signed_sin: Tensor, half: int) -> Tensor:
+    """x * cat(cos, cos) + cat(x2, x1) * cat(-sin, sin) for x (B, T, ..., head_dim).
+
+    Bit-for-bit the rotation ``cat(x1 cos - x2 sin, x2 cos + x1 sin)`` (a + (-b) is a - b in
+    IEEE arithmetic), in two full-width products instead of four half-width ones.
+    """
+    shape = (full_cos.shape[0],) + (1,) * (x.dim() - 3) + (full_cos.shape[1],)
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * full_cos.view(shape), swapped, signed_sin.view(shape))
 
 
 def router_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -340,12 +355,13 @@ class Attention(nn.Module):
         self.w_q, self.w_k, self.w_v = (_param((d, da), dtype) for _ in range(3))
         self.w_o = _param((da, d), dtype)
 
-    def forward(self, h: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, h: Tensor, full_cos: Tensor, signed_sin: Tensor) -> Tensor:
         b, t, _ = h.shape
-        shape = (b, t, self.n_heads, self.head_dim)
-        q = apply_rope((h @ self.w_q).view(shape), cos, sin)
-        k = apply_rope((h @ self.w_k).view(shape), cos, sin)
-        v = (h @ self.w_v).view(shape)
+        # One product for q, k and v (each output column is the same dot product as in
+        # h @ w_q etc.), then one rotation of q and k together.
+        qkv = (h @ torch.cat((self.w_q, self.w_k, self.w_v), dim=1)).view(b, t, 3, self.n_heads, self.head_dim)
+        qk = rotate_halves(qkv[:, :, :2], full_cos, signed_sin, self.head_dim // 2)
+        q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]
         # Causal softmax(q k^T * scale) v; masked scores are -inf before the softmax.
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            is_causal=True, scale=self.scale)
@@ -471,11 +487,12 @@ class TorchMoEModel(nn.Module):
         return [b.moe for b in self.blocks if hasattr(b, "moe")]
 
     def _rope_tables(self, t: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The cached (cat(cos, cos), cat(-sin, sin)) tables of ``rope_full_tables``, (T, head_dim)."""
         key = (t, device)
         if key not in self._rope:
             cos, sin = rope_tables(t, self.config.head_dim, self.config.rope_theta)
-            self._rope[key] = (torch.as_tensor(cos, dtype=self.dtype, device=device),
-                               torch.as_tensor(sin, dtype=self.dtype, device=device))
+            self._rope[key] = rope_full_tables(torch.as_tensor(cos, dtype=self.dtype, device=device),
+                                               torch.as_tensor(sin, dtype=self.dtype, device=device))
         return self._rope[key]
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
