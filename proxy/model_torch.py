@@ -108,7 +108,9 @@ def rotate_halves(x: Tensor, full_cos: Tensor, signed_sin: Tensor, half: int) ->
     IEEE arithmetic), in two full-width products instead of four half-width ones.
     """
     shape = (full_cos.shape[0],) + (1,) * (x.dim() - 3) + (full_cos.shape[1],)
-    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    # cat(x2, x1) as a roll by half (its backward is the opposite roll, where two slices would
+    # each zero-fill a full-size gradient).
+    swapped = torch.roll(x, half, dims=-1)
     return torch.addcmul(x * full_cos.view(shape), swapped, signed_sin.view(shape))
 
 
@@ -360,8 +362,10 @@ class Attention(nn.Module):
         # One product for q, k and v (each output column is the same dot product as in
         # h @ w_q etc.), then one rotation of q and k together.
         qkv = (h @ torch.cat((self.w_q, self.w_k, self.w_v), dim=1)).view(b, t, 3, self.n_heads, self.head_dim)
-        qk = rotate_halves(qkv[:, :, :2], full_cos, signed_sin, self.head_dim // 2)
-        q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]
+        # split/unbind, not indexing: their backward concatenates rather than zero-filling.
+        qk, v = qkv.split((2, 1), dim=2)
+        q, k = rotate_halves(qk, full_cos, signed_sin, self.head_dim // 2).unbind(2)
+        v = v.squeeze(2)
         # Causal softmax(q k^T * scale) v; masked scores are -inf before the softmax.
         o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            is_causal=True, scale=self.scale)
