@@ -111,7 +111,8 @@ def rotate_halves(x: Tensor, full_cos: Tensor, signed_sin: Tensor, half: int) ->
     # cat(x2, x1) as a roll by half (its backward is the opposite roll, where two slices would
     # each zero-fill a full-size gradient).
     swapped = torch.roll(x, half, dims=-1)
-    return torch.addcmul(x * full_cos.view(shape), swapped, signed_sin.view(shape))
+    # Not addcmul: its fused multiply-add rounds once where the pinned formula rounds twice.
+    return x * full_cos.view(shape) + swapped * signed_sin.view(shape)
 
 
 def router_dtype(dtype: torch.dtype) -> torch.dtype:
