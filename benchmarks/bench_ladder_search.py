@@ -17,6 +17,7 @@ Ratios are plain / ladder (higher: the ladder-aware search is cheaper).
 
     python benchmarks/bench_ladder_search.py simulated --seeds 3
     python benchmarks/bench_ladder_search.py cpu --seeds 2
+    python benchmarks/bench_ladder_search.py cpu --experiment examples/demo.toml --seeds 1
 """
 
 from __future__ import annotations
@@ -82,19 +83,22 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=None, help="trials per rung (default: the example file's)")
     ap.add_argument("--tol", type=float, default=0.005, help="relative loss tolerance (0.005 = 0.5%%)")
+    ap.add_argument("--experiment", type=Path, default=None,
+                    help="experiment file to compare on instead of the ladder's example (same kind of backend)")
     args = ap.parse_args(argv)
+    exp_path = args.experiment or EXAMPLES[args.ladder]
     start = time.perf_counter()
     results = {"plain": [], "ladder": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for mode in ("plain", "ladder"):
-                rows, exp = run_one(EXAMPLES[args.ladder], mode, seed, args.trials, Path(tmp))
+                rows, exp = run_one(exp_path, mode, seed, args.trials, Path(tmp))
                 results[mode].append(rows)
     rungs = [r.name for r in exp.rungs]
     table = {m: {r: [] for r in rungs} for m in results}
     for s in range(args.seeds):
         for r in rungs:
-            if args.ladder == "simulated":
+            if exp.backend == "simulated":
                 from proxy.flops import param_counts
 
                 rung = exp.rung(r)
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
                 best = min(x for m in results for x, _ in results[m][s][r])
             for m in results:
                 table[m][r].append(to_reach(results[m][s][r], best, args.tol))
-    print(f"{args.ladder} ladder, {args.seeds} seeds, {len(results['plain'][0][rungs[0]])} trials per rung, "
+    print(f"{exp_path.name} ({exp.backend}), {args.seeds} seeds, {len(results['plain'][0][rungs[0]])} trials per rung, "
           f"tolerance {args.tol:.1%} of the best achievable loss; wall {time.perf_counter() - start:.0f} s")
     print(f"{'rung':<8} {'plain trials':>13} {'ladder trials':>14} {'ratio':>6} {'plain FLOPs':>12} "
           f"{'ladder FLOPs':>13} {'ratio':>6} {'reached p/l':>12}")

@@ -164,8 +164,10 @@ class LossLawFit:
             out["ci95"] = {k: v.to_dict() for k, v in self.conf_int(0.05).items()}
             # Prefactors are spread over orders of magnitude when the data pin them down poorly (a
             # refit can land at A ~ 1e100): their spread is reported on the log scale the fit uses.
+            # (exp of a fitted log-prefactor can also underflow to 0: floored at the smallest float).
             out["sd"] = {(f"ln_{k}" if k in ("A", "B") else k):
-                         float(np.std(np.log(v) if k in ("A", "B") else v, ddof=1))
+                         float(np.std(np.log(np.maximum(v, np.finfo(float).tiny)) if k in ("A", "B") else v,
+                                      ddof=1))
                          for k, v in self.boot_table().items()}
         return out
 

@@ -79,14 +79,15 @@ def test_loss_law_in_n_recovers_known_truth():
 
 
 def test_loss_law_summary_survives_degenerate_bootstrap_refits():
-    # A poorly pinned prefactor can land at A ~ 1e132 in a refit; its spread is reported on the log
+    # A poorly pinned prefactor can land at A ~ 1e132 (or underflow to 0) in a refit; its spread is reported on the log
     # scale (as fitted) instead of overflowing, and the other parameters keep their plain sd.
     from fits.loss_law import LossLawFit
 
-    boot = np.array([[1.8, 1e132, 0.3], [1.9, 5.0, 0.35], [1.7, 50.0, 0.32]])
+    boot = np.array([[1.8, 1e132, 0.3], [1.9, 5.0, 0.35], [1.7, 50.0, 0.32], [1.8, 0.0, 0.9]])
     fit = LossLawFit(form="N", params={"E": 1.8, "A": 10.0, "alpha": 0.33}, objective=0.0,
                      grad_norm=0.0, converged=True, n=5, huber_delta=1e-3, boot=boot)
     out = fit.to_dict()
-    assert np.isclose(out["sd"]["ln_A"], np.std(np.log(boot[:, 1]), ddof=1))
+    ln_a = np.log([1e132, 5.0, 50.0, np.finfo(float).tiny])  # an underflowed A counts as the smallest float
+    assert np.isclose(out["sd"]["ln_A"], np.std(ln_a, ddof=1))
     assert np.isclose(out["sd"]["alpha"], np.std(boot[:, 2], ddof=1))
     assert "A" not in out["sd"]
