@@ -7,7 +7,7 @@ the data stream, the divergence rule, the routing statistics and the ``TrainResu
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -53,6 +53,23 @@ def divergence_reason(value: float, threshold: float, step: int) -> str:
     if value > threshold:
         return f"training loss {value:.4g} above the divergence threshold {threshold:.4g} at step {step}"
     return ""
+
+
+def final_evaluation(data: Any, diverged: bool, seq_len: int, batch_size: int, eval_batches: int,
+                     evaluate: Callable[[Mapping[str, np.ndarray]], tuple[dict[str, float], ExpertLoad]]
+                     ) -> tuple[float, dict[str, float], ExpertLoad]:
+    """(final loss, per-domain losses, routing statistics) of a finished run.
+
+    A diverged run is not evaluated (final loss +inf); a run without data (parity tests) has a
+    NaN final loss; otherwise ``evaluate`` runs on the fixed evaluation sets and the final loss
+    is the evaluation mix's weighted mean (``MixtureData.overall_eval_loss``).
+    """
+    if diverged:
+        return math.inf, {}, ExpertLoad()
+    if data is None:
+        return math.nan, {}, ExpertLoad()
+    per_domain, load = evaluate(data.eval_sets(seq_len, batch_size, eval_batches))
+    return float(data.overall_eval_loss(per_domain)), per_domain, load
 
 
 def expert_load(fractions: list[np.ndarray], dropped: list[float], balance: list[float]) -> ExpertLoad:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 import os
 import time
 from pathlib import Path
@@ -58,7 +57,7 @@ from proxy.model_jax import Params, flatten_named, forward, init, tree_from_flat
 from proxy.parametrization import param_rules  # noqa: E402
 from proxy.result import ExpertLoad, TrainResult  # noqa: E402
 from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load,  # noqa: E402
-                                next_batch, total_steps)
+                                final_evaluation, next_batch, total_steps)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "jax"
@@ -291,16 +290,9 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
             progress(step, n_steps, value)
     train_time = time.perf_counter() - start
 
-    per_domain: dict[str, float] = {}
-    load = ExpertLoad()
-    if diverged_step is not None:
-        final_loss = math.inf
-    elif data is None:
-        final_loss = math.nan
-    else:
-        per_domain, load = evaluate(params, buffers, config, dispatch,
-                                    data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
-        final_loss = float(data.overall_eval_loss(per_domain))
+    final_loss, per_domain, load = final_evaluation(
+        data, diverged_step is not None, seq, bsz, hparams.eval_batches,
+        lambda sets: evaluate(params, buffers, config, dispatch, sets, bsz))
 
     return assemble_result(config=config, hparams=hparams, backend=BACKEND, seed=seed, losses=losses,
                            final_loss=final_loss, per_domain=per_domain, load=load,

@@ -28,7 +28,6 @@ the caller set.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -43,8 +42,8 @@ from proxy.init import init_params as draw_init_params
 from proxy.model_torch import TorchMoEModel
 from proxy.parametrization import param_rules
 from proxy.result import ExpertLoad, TrainResult
-from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load, next_batch,
-                                total_steps)
+from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load, final_evaluation,
+                                next_batch, total_steps)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "torch"
@@ -219,15 +218,9 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                 progress(step, n_steps, value)
         train_time = time.perf_counter() - loop_start
 
-        per_domain: dict[str, float] = {}
-        load = ExpertLoad()
-        if diverged_step is not None:
-            final_loss = math.inf
-        elif data is None:
-            final_loss = math.nan
-        else:
-            per_domain, load = evaluate(model, data.eval_sets(seq, bsz, hparams.eval_batches), bsz)
-            final_loss = float(data.overall_eval_loss(per_domain))
+        final_loss, per_domain, load = final_evaluation(
+            data, diverged_step is not None, seq, bsz, hparams.eval_batches,
+            lambda sets: evaluate(model, sets, bsz))
 
     return assemble_result(config=config, hparams=hparams, backend=BACKEND, seed=seed, losses=losses,
                            final_loss=final_loss, per_domain=per_domain, load=load,
