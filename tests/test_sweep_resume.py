@@ -3,7 +3,9 @@ the interrupted one is retried with the same parameters, and exactly N trials co
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -52,6 +54,18 @@ def _cmd(path: Path) -> list[str]:
     return [sys.executable, "-m", "reports.cli", "sweep", str(path), "--no-progress"]
 
 
+def _states(db: Path) -> list[str]:
+    """Trial states read through a read-only connection, so polling never writes to (or locks)
+    the store the sweep is writing (``optuna.load_study`` may create the schema itself)."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+        try:
+            return [row[0] for row in con.execute("SELECT state FROM trials")]
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+
+
 def _trials(url: str):
     study = optuna.load_study(study_name="resume/r0", storage=url)
     return study.get_trials(deepcopy=False)
@@ -63,24 +77,21 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     path.write_text(TEXT)
     url = f"sqlite:///{tmp_path / 'runs' / 'resume' / 'trials.db'}"
     env = dict(os.environ)
-    proc = subprocess.Popen(_cmd(path), env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "runs" / "resume" / "trials.db"
+    log = tmp_path / "first-run.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(_cmd(path), env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
             time.sleep(0.2)
-            if (tmp_path / "runs" / "resume" / "trials.db").exists():
-                try:
-                    trials = _trials(url)
-                except KeyError:
-                    continue
-                complete = [t for t in trials if t.state == TrialState.COMPLETE]
-                running = [t for t in trials if t.state == TrialState.RUNNING]
-                if len(complete) >= 2 and running:
-                    break
-            assert proc.poll() is None, "the sweep exited before it could be killed"
+            states = _states(db)
+            if states.count("COMPLETE") >= 2 and "RUNNING" in states:
+                break
+            assert proc.poll() is None, f"the sweep exited before it could be killed:\n{log.read_text()[-2000:]}"
         else:
-            pytest.fail("the sweep did not reach two complete trials in time")
+            pytest.fail(f"the sweep did not reach two complete trials in time (states {_states(db)}):\n"
+                        f"{log.read_text()[-2000:]}")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
