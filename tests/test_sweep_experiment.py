@@ -11,6 +11,7 @@ import pytest
 from proxy.sweep.experiment import REVIEW_DEFAULTS, ExperimentError, load_experiment
 from proxy.sweep.knobs import materialize, mix_from_logits, setup_trial
 from reports.cli import main
+from sweep_toml import TARGET, rung
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -21,28 +22,8 @@ backend = "simulated"
 {storage}
 
 [ladder]
-[[ladder.rungs]]
-name = "r0"
-d_model = 64
-n_layers = 2
-n_heads = 2
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 128
-tokens = 100000
-batch_size = 8
-
-[target]
-d_model = 512
-n_layers = 8
-n_heads = 8
-head_dim = 64
-n_experts = 16
-top_k = 2
-d_expert = 1024
-tokens = 1000000000
-
+""" + rung(tokens=100_000) + """
+""" + TARGET + """
 [search]
 trials_per_rung = 4
 startup_trials = 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sweep_toml import rung
 
 TEXT = """
 [experiment]
@@ -23,18 +24,7 @@ backend = "simulated"
 heartbeat_interval = 1
 
 [ladder]
-[[ladder.rungs]]
-name = "r0"
-d_model = 64
-n_layers = 2
-n_heads = 2
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 128
-tokens = 200000
-batch_size = 8
-
+""" + rung() + """
 [search]
 sampler = "tpe"
 trials_per_rung = 6

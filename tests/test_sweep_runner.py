@@ -17,6 +17,7 @@ from proxy.sweep.ledger import ledger
 from proxy.sweep.runner import enqueue, observations, run_sweep
 from proxy.sweep.spec import BudgetSpec
 from reports.cli import main
+from sweep_toml import TARGET, rung
 
 TEXT = """
 [experiment]
@@ -25,40 +26,9 @@ backend = "simulated"
 heartbeat_interval = 1
 
 [ladder]
-[[ladder.rungs]]
-name = "r0"
-d_model = 64
-n_layers = 2
-n_heads = 2
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 128
-tokens = 200000
-batch_size = 8
-
-[[ladder.rungs]]
-name = "r1"
-d_model = 128
-n_layers = 2
-n_heads = 4
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 256
-tokens = 400000
-batch_size = 8
-
-[target]
-d_model = 512
-n_layers = 8
-n_heads = 8
-head_dim = 64
-n_experts = 16
-top_k = 2
-d_expert = 1024
-tokens = 1000000000
-
+""" + rung() + """
+""" + rung("r1", d_model=128, n_heads=4, d_expert=256, tokens=400_000) + """
+""" + TARGET + """
 [search]
 sampler = "{sampler}"
 trials_per_rung = {n}

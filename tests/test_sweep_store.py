@@ -11,6 +11,7 @@ import pytest
 from proxy.sweep.experiment import ExperimentError, load_experiment
 from proxy.sweep.runner import observations, run_sweep
 from proxy.sweep.store import check_reachable, close_all, resolve_url
+from sweep_toml import rung
 
 pytestmark = pytest.mark.postgres
 
@@ -48,18 +49,7 @@ heartbeat_interval = 2
 storage = "{url}"
 
 [ladder]
-[[ladder.rungs]]
-name = "r0"
-d_model = 64
-n_layers = 2
-n_heads = 2
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 128
-tokens = 200000
-batch_size = 8
-
+""" + rung() + """
 [search]
 trials_per_rung = 6
 startup_trials = 3

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from proxy.sweep.experiment import load_experiment
 from proxy.sweep.runner import run_sweep
+from sweep_toml import rung
 
 TEXT = """
 [experiment]
@@ -20,18 +21,7 @@ heartbeat_interval = 2
 {storage}
 
 [ladder]
-[[ladder.rungs]]
-name = "r0"
-d_model = 64
-n_layers = 2
-n_heads = 2
-head_dim = 32
-n_experts = 4
-top_k = 1
-d_expert = 128
-tokens = 200000
-batch_size = 8
-
+""" + rung() + """
 [search]
 sampler = "tpe"
 trials_per_rung = 10
