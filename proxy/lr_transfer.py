@@ -44,7 +44,8 @@ def best_log_lr(lrs: Sequence[float], losses: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class LrTransferResult:
-    """Losses of an lr sweep: ``losses[param][width]`` aligned with ``lrs``; best lr per width."""
+    """Losses of an lr sweep: ``losses[param][width]`` (seed mean) aligned with ``lrs``, and
+    ``per_seed[param][width][i]`` the losses of the i-th seed; best lr per width."""
 
     lrs: tuple[float, ...]
     widths: tuple[int, ...]
@@ -53,6 +54,11 @@ class LrTransferResult:
     seeds: tuple[int, ...]
     backend: str
     settings: Mapping[str, Any] = field(default_factory=dict)
+    per_seed: Mapping[str, Mapping[int, tuple[tuple[float, ...], ...]]] = field(default_factory=dict)
+
+    @property
+    def parametrizations(self) -> tuple[str, ...]:
+        return tuple(self.losses)
 
     def best_lr(self, parametrization: str, width: int) -> float:
         return math.exp(best_log_lr(self.lrs, self.losses[parametrization][width]))
@@ -62,57 +68,148 @@ class LrTransferResult:
         best = [self.best_lr(parametrization, w) for w in self.widths]
         return max(best) / min(best)
 
+    def seed_shifts(self, parametrization: str) -> tuple[float, ...]:
+        """The shift measured on each seed alone: how much of the movement is seed noise."""
+        runs = self.per_seed.get(parametrization, {})
+        if not runs:
+            return ()
+        out = []
+        for i in range(len(self.seeds)):
+            best = [math.exp(best_log_lr(self.lrs, runs[w][i])) for w in self.widths]
+            out.append(max(best) / min(best))
+        return tuple(out)
+
     def summary_lines(self) -> list[str]:
         lines = []
         for p in self.losses:
             best = ", ".join(f"w{w}: {self.best_lr(p, w):.3g}" for w in self.widths)
-            lines.append(f"{p:>4}: best lr {best}; max/min = {self.shift(p):.2f}")
+            per_seed = self.seed_shifts(p)
+            seeds = (f" (single seeds: {', '.join(f'{x:.2f}' for x in per_seed)})"
+                     if len(per_seed) > 1 else "")
+            lines.append(f"{p:>4}: best lr {best}; max/min = {self.shift(p):.2f}{seeds}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
+        def clean(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
         return {"lrs": list(self.lrs), "widths": list(self.widths), "tokens": self.tokens,
                 "seeds": list(self.seeds), "backend": self.backend, "settings": dict(self.settings),
-                "losses": {p: {str(w): [None if not math.isfinite(v) else v for v in ls]
-                               for w, ls in d.items()} for p, d in self.losses.items()},
+                "losses": {p: {str(w): [clean(v) for v in ls] for w, ls in d.items()}
+                           for p, d in self.losses.items()},
+                "per_seed": {p: {str(w): [[clean(v) for v in row] for row in rows] for w, rows in d.items()}
+                             for p, d in self.per_seed.items()},
                 "best_lr": {p: {str(w): self.best_lr(p, w) for w in self.widths} for p in self.losses},
-                "shift": {p: self.shift(p) for p in self.losses}}
+                "shift": {p: self.shift(p) for p in self.losses},
+                "seed_shifts": {p: list(self.seed_shifts(p)) for p in self.losses}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LrTransferResult":
+        def num(v: Any) -> float:
+            return math.inf if v is None else float(v)
+
+        return cls(tuple(float(x) for x in d["lrs"]), tuple(int(w) for w in d["widths"]),
+                   {p: {int(w): tuple(num(v) for v in ls) for w, ls in dd.items()} for p, dd in d["losses"].items()},
+                   int(d["tokens"]), tuple(int(s) for s in d["seeds"]), str(d["backend"]), dict(d.get("settings", {})),
+                   {p: {int(w): tuple(tuple(num(v) for v in row) for row in rows) for w, rows in dd.items()}
+                    for p, dd in d.get("per_seed", {}).items()})
 
 
-def sweep(train: Callable[..., Any], lrs: Sequence[float], widths: Sequence[int] = (32, 64, 128), *,
+@dataclass(frozen=True)
+class _Job:
+    """One training run of the sweep (picklable, for worker processes)."""
+
+    parametrization: str
+    width: int
+    lr: float
+    seed: int
+    tokens: int
+    batch_size: int
+    backend: str
+    threads: int
+
+
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _run_job(job: _Job) -> float:
+    """Train one run; its score is the final eval loss, or the divergence threshold if it diverged."""
+    from proxy.backends import load_backend
+
+    if "data" not in _WORKER_DATA:   # loaded once per worker process
+        from proxy.data import load_data
+        _WORKER_DATA["data"] = load_data()
+        if job.threads > 0 and job.backend != "simulated":
+            from proxy.bench import set_threads
+            set_threads(job.backend, job.threads)
+    return _score(load_backend(job.backend).train, job, _WORKER_DATA["data"])
+
+
+def _score(train: Callable[..., Any], job: _Job, data: Any) -> float:
+    rung = {r.config.d_model: r for r in get_ladder("cpu").rungs}[job.width]
+    config = rung.config.replace(parametrization=job.parametrization)
+    hp = TrainHParams(lr=job.lr, tokens=job.tokens, batch_size=job.batch_size or rung.batch_size)
+    r = train(config, hp, data, job.seed)
+    return divergence_threshold(hp, config.vocab_size) if r.diverged or not math.isfinite(r.final_loss) \
+        else float(r.final_loss)
+
+
+def sweep(train: Callable[..., Any] | None, lrs: Sequence[float], widths: Sequence[int] = (32, 64, 128), *,
           parametrizations: Sequence[str] = ("sp", "mup"), tokens: int = 0, seeds: Sequence[int] = (0,),
-          data: Any = None, backend: str = "torch", batch_size: int = 0,
-          progress: Callable[[str], None] | None = None) -> LrTransferResult:
+          data: Any = None, backend: str = "torch", batch_size: int = 0, workers: int = 1,
+          threads: int = 1, progress: Callable[[str], None] | None = None) -> LrTransferResult:
     """Train every (parametrization, width, lr, seed) of the CPU ladder; the loss is the final
     eval loss, averaged over seeds (a diverged run counts as its divergence threshold).
 
-    ``train`` is a backend's ``train(config, hparams, data, seed)``; ``tokens`` 0 uses each rung's
-    default budget; ``batch_size`` 0 the rung's batch size.
+    ``train`` is a backend's ``train(config, hparams, data, seed)`` (None: ``backend``'s);
+    ``tokens`` 0 uses each rung's default budget; ``batch_size`` 0 the rung's batch size.
+    ``workers`` > 1 trains that many runs at once in separate processes (each with ``threads``
+    framework threads; the backend is then loaded by name, and ``train`` must be None).
+    Results do not depend on ``workers``: every run is deterministic on the CPU.
     """
-    if data is None:
-        from proxy.data import load_data
-        data = load_data()
-    ladder = get_ladder("cpu")
-    by_width = {r.config.d_model: r for r in ladder.rungs}
+    by_width = {r.config.d_model: r for r in get_ladder("cpu").rungs}
     missing = [w for w in widths if w not in by_width]
     if missing:
         raise ValueError(f"widths {missing} are not rungs of the cpu ladder ({sorted(by_width)})")
-    losses: dict[str, dict[int, tuple[float, ...]]] = {}
-    for p in parametrizations:
-        losses[p] = {}
-        for w in widths:
-            rung = by_width[w]
-            config = rung.config.replace(parametrization=p)
-            row = []
-            for lr in lrs:
-                hp = TrainHParams(lr=float(lr), tokens=tokens, batch_size=batch_size or rung.batch_size)
-                cap = divergence_threshold(hp, config.vocab_size)
-                vals = []
-                for seed in seeds:
-                    r = train(config, hp, data, seed)
-                    vals.append(cap if r.diverged or not math.isfinite(r.final_loss) else r.final_loss)
-                row.append(float(np.mean(vals)))
-                if progress is not None:
-                    progress(f"{p} w{w} lr {lr:.3g}: {row[-1]:.4f}")
-            losses[p][w] = tuple(row)
+    if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
+        raise ValueError(f"learning rates must be positive and finite, got {list(lrs)}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and train is not None:
+        raise ValueError("workers > 1 loads the backend by name in each worker; pass train=None")
+    jobs = [_Job(p, w, float(lr), s, tokens, batch_size, backend, threads)
+            for p in parametrizations for w in widths for lr in lrs for s in seeds]
+    scores: dict[_Job, float] = {}
+
+    def done(job: _Job, value: float) -> None:
+        scores[job] = value
+        if progress is not None:
+            progress(f"[{len(scores)}/{len(jobs)}] {job.parametrization} w{job.width} lr {job.lr:.3g} "
+                     f"seed {job.seed}: {value:.4f}")
+
+    if workers == 1:
+        if train is None:
+            from proxy.backends import load_backend
+            train = load_backend(backend).train
+        if data is None:
+            from proxy.data import load_data
+            data = load_data()
+        for job in jobs:
+            done(job, _score(train, job, data))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        # spawn: a fresh interpreter per worker, so no framework state is inherited through fork.
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            for fut in cf.as_completed(futures):
+                done(futures[fut], fut.result())
+    def key(p: str, w: int, lr: float, seed: int) -> _Job:
+        return _Job(p, w, float(lr), seed, tokens, batch_size, backend, threads)
+
+    per_seed = {p: {w: tuple(tuple(scores[key(p, w, lr, s)] for lr in lrs) for s in seeds) for w in widths}
+                for p in parametrizations}
+    losses = {p: {w: tuple(float(np.mean(col)) for col in zip(*per_seed[p][w])) for w in widths}
+              for p in parametrizations}
     return LrTransferResult(tuple(float(x) for x in lrs), tuple(widths), losses, tokens, tuple(seeds),
-                            backend, {"batch_size": batch_size})
+                            backend, {"batch_size": batch_size}, per_seed)

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "report",
     "coordcheck",
+    "lr_transfer",
 )
 
 

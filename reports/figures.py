@@ -56,6 +56,16 @@ def new_figure(size: tuple[float, float] = PAGE) -> Figure:
     return fig
 
 
+def save_png_and_pdf(fig: Figure, png: Any, pdf: Any, dpi: int = 120) -> None:
+    """Lay the figure out and write it twice: a PNG to look at and a one-page PDF for a report."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    fig.tight_layout()
+    fig.savefig(png, dpi=dpi)
+    with PdfPages(pdf) as pages:
+        pages.savefig(fig)
+
+
 def close(fig: Figure) -> None:
     """Release a figure's artists (figures made here are not registered with pyplot)."""
     fig.clear()

@@ -45,16 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def plot(result: CoordCheckResult, png: Path, pdf: Path) -> None:
     """One panel per module: mean |output| against width (log-log), a line per step."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib import colormaps
+
+    from reports.figures import close, new_figure, save_png_and_pdf
 
     n = len(result.modules)
     cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows + 0.6), squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig = new_figure((3.4 * cols, 2.9 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    cmap = colormaps["viridis"]
     verdicts = result.verdicts()
     for ax, module in zip(axes.flat, result.modules):
         sizes = result.sizes[module]
@@ -74,11 +74,8 @@ def plot(result: CoordCheckResult, png: Path, pdf: Path) -> None:
     fig.suptitle(f"Coordinate check: {result.parametrization.upper()} ({result.backend}), widths "
                  f"{result.widths[0]}..{result.widths[-1]}, slope of log mean|out| vs log width per step",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    with PdfPages(pdf) as pages:
-        pages.savefig(fig)
-    plt.close(fig)
+    save_png_and_pdf(fig, png, pdf)
+    close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
