@@ -70,11 +70,11 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def build_optimizer(model: TorchMoEModel, hparams: TrainHParams) -> torch.optim.AdamW:
     """AdamW with one parameter group per (lr multiplier, weight-decay flag) of the parametrization.
 
-    Every constant is explicit (betas, eps, weight decay). The multi-tensor ("foreach") path
-    computes the same per-element update as the single-tensor loop, deterministically, with a
-    fraction of the kernel launches (a proxy has dozens of small tensors; per-tensor overhead
-    would otherwise rival the maths). Each group keeps its ``lr_mult``; ``set_learning_rate``
-    sets lr.
+    Every constant is explicit (betas, eps, weight decay). The fused kernel computes the same
+    per-element update as the single-tensor loop, deterministically, in one pass over each
+    tensor (a proxy has dozens of small tensors; on the CPU the multi-tensor "foreach" path
+    still runs ~8 kernels per tensor: 3.3 ms against 0.95 ms per step at w96 on one thread).
+    Each group keeps its ``lr_mult``; ``set_learning_rate`` sets lr.
     """
     rules = param_rules(model.config, hparams.init_scale)
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
@@ -85,7 +85,7 @@ def build_optimizer(model: TorchMoEModel, hparams: TrainHParams) -> torch.optim.
                     for (mult, wd), ps in groups.items()]
     return torch.optim.AdamW(param_groups, lr=hparams.lr, betas=(hparams.beta1, hparams.beta2),
                              eps=hparams.adam_eps, weight_decay=0.0, amsgrad=False, maximize=False,
-                             foreach=True, fused=False, capturable=False, differentiable=False)
+                             foreach=False, fused=True, capturable=False, differentiable=False)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, n_steps: int, hparams: TrainHParams) -> None:
