@@ -117,3 +117,28 @@ def test_coordcheck_figure_is_written_as_png_and_one_pdf_page(tmp_path):
     plot(result, tmp_path / "c.png", tmp_path / "c.pdf")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _pdf_pages(tmp_path / "c.pdf") == 1
+
+
+@pytest.mark.slow
+def test_ladder_lr_transfer_trains_real_rungs_and_mup_equals_sp_at_the_base_width(tmp_path):
+    """The command end to end on real torch training (2 worker processes, 32 steps a run).
+
+    Reference: at m = 1 muP is SP (same init, multipliers 1), so every w32 loss must be
+    bit-identical between the two; at w64 the table changes training, so they must differ.
+    """
+    from reports.cli import main
+
+    code = main(["lr-transfer", "--widths", "32", "64", "--lr-min", "2e-3", "--lr-max", "8e-3",
+                 "--points", "3", "--tokens", "32768", "--seeds", "1", "--workers", "2",
+                 "--out", str(tmp_path)])
+    assert code in (0, 1)                  # 1 = muP's best lr moved 2x or more (reported, not raised)
+    data = json.loads((tmp_path / "lr_transfer_torch.json").read_text())
+    result = LrTransferResult.from_dict(data)
+    assert result.lrs == pytest.approx((2e-3, 4e-3, 8e-3))
+    assert result.losses["mup"][32] == result.losses["sp"][32]
+    assert result.losses["mup"][64] != result.losses["sp"][64]
+    for p in ("sp", "mup"):
+        for w in (32, 64):
+            assert all(2.0 < v < math.log(256) for v in result.losses[p][w])   # trained, not diverged
+    assert (tmp_path / "lr_transfer_torch.png").stat().st_size > 10_000
+    assert _pdf_pages(tmp_path / "lr_transfer_torch.pdf") == 1
