@@ -6,9 +6,12 @@ hidden weights). This module sweeps a log grid of learning rates on widths of th
 (``proxy.ladder``: depth 4, head_dim 16, 8 experts top-2, base width 32), finds the best lr per
 width by a parabola in log lr through the grid minimum and its two neighbours, and reports how
 far it moves. Training goes through a backend's ``train`` (``proxy.backends``) on the built-in
-data; a diverged run scores its divergence threshold, so it never looks best.
+data; a diverged run scores its divergence threshold, so it never looks best. Every seed's
+losses are kept, so the shift can be read per seed too: at CPU scale the seed-to-seed spread
+of the best lr is as large as the effect (README, "Learning-rate transfer").
 
-Framework-free: the backend is passed in (or loaded by name).
+Framework-free: the backend is passed in, or loaded by name in each worker process
+(``workers`` > 1 trains runs in parallel; ``ladder lr-transfer`` is the command line).
 """
 
 from __future__ import annotations
