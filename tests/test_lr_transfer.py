@@ -142,3 +142,14 @@ def test_ladder_lr_transfer_trains_real_rungs_and_mup_equals_sp_at_the_base_widt
             assert all(2.0 < v < math.log(256) for v in result.losses[p][w])   # trained, not diverged
     assert (tmp_path / "lr_transfer_torch.png").stat().st_size > 10_000
     assert _pdf_pages(tmp_path / "lr_transfer_torch.pdf") == 1
+
+
+@pytest.mark.slow
+def test_the_sweep_gives_the_same_losses_in_torch_and_jax():
+    """Reference: the other framework. 16 steps a run, both parametrizations, widths 32 and 64."""
+    kwargs = dict(tokens=16_384, seeds=(0,), workers=1)
+    torch_run = sweep(None, (2e-3, 8e-3), (32, 64), backend="torch", **kwargs)
+    jax_run = sweep(None, (2e-3, 8e-3), (32, 64), backend="jax", **kwargs)
+    for p in ("sp", "mup"):
+        for w in (32, 64):
+            assert jax_run.losses[p][w] == pytest.approx(torch_run.losses[p][w], rel=1e-4), (p, w)
