@@ -167,7 +167,8 @@ def sweep(train: Callable[..., Any] | None, lrs: Sequence[float], widths: Sequen
     ``train`` is a backend's ``train(config, hparams, data, seed)`` (None: ``backend``'s);
     ``tokens`` 0 uses each rung's default budget; ``batch_size`` 0 the rung's batch size.
     ``workers`` > 1 trains that many runs at once in separate processes (each with ``threads``
-    framework threads; the backend is then loaded by name, and ``train`` must be None).
+    framework threads; the backend is then loaded by name, and ``train`` must be None). With one
+    worker the runs train in this process, whose thread setting is the caller's.
     Results do not depend on ``workers``: every run is deterministic on the CPU.
     """
     by_width = {r.config.d_model: r for r in get_ladder("cpu").rungs}

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "jax"), default="torch", help="framework (default: torch)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs trained at once, one process each (default: min(2, CPUs))")
-    p.add_argument("--threads", type=int, default=1, help="framework threads per run (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="framework threads per run; 0 keeps the framework's default (default: 1)")
     p.add_argument("--out", default="runs/lr_transfer", help="output folder (default: runs/lr_transfer)")
     p.set_defaults(func=run)
 
@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"need 0 < --lr-min < --lr-max, got {args.lr_min} and {args.lr_max}")
     lrs = tuple(float(x) for x in np.geomspace(args.lr_min, args.lr_max, args.points))
     params = ("sp", "mup") if args.parametrization == "both" else (args.parametrization,)
+    if args.workers == 1 and args.threads > 0:   # runs train in this process
+        from proxy.bench import set_threads
+        set_threads(args.backend, args.threads)
     result = sweep(None, lrs, tuple(args.widths), parametrizations=params, tokens=args.tokens,
                    seeds=tuple(range(args.seeds)), backend=args.backend, workers=args.workers,
                    threads=args.threads, progress=lambda s: print(s, file=sys.stderr, flush=True))
