@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import statsmodels.api as sm
@@ -320,6 +320,13 @@ class Backtest:
         return {"size": self.size, "observed": self.observed, "predicted": self.predicted,
                 "interval": self.interval.to_dict(), "alpha": self.alpha, "inside": self.inside,
                 "log_ratio": self.log_ratio, "z": self.z}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Backtest":
+        return cls(size=float(d["size"]), observed=float(d["observed"]), predicted=float(d["predicted"]),
+                   interval=ConfidenceInterval(float(d["interval"]["low"]), float(d["interval"]["high"])),
+                   alpha=float(d["alpha"]), inside=bool(d["inside"]), log_ratio=float(d["log_ratio"]),
+                   z=float(d["z"]))
 
 
 def backtest_leave_largest_out(sizes: Sequence[float], values: Sequence[float], *,

@@ -148,8 +148,13 @@ def _run_job(job: _Job) -> float:
     return _score(load_backend(job.backend).train, job, _WORKER_DATA["data"])
 
 
+def _cpu_rungs() -> dict[int, Any]:
+    """The cpu ladder's rungs by width."""
+    return {r.config.d_model: r for r in get_ladder("cpu").rungs}
+
+
 def _score(train: Callable[..., Any], job: _Job, data: Any) -> float:
-    rung = {r.config.d_model: r for r in get_ladder("cpu").rungs}[job.width]
+    rung = _cpu_rungs()[job.width]
     config = rung.config.replace(parametrization=job.parametrization)
     hp = TrainHParams(lr=job.lr, tokens=job.tokens, batch_size=job.batch_size or rung.batch_size)
     r = train(config, hp, data, job.seed)
@@ -171,7 +176,7 @@ def sweep(train: Callable[..., Any] | None, lrs: Sequence[float], widths: Sequen
     worker the runs train in this process, whose thread setting is the caller's.
     Results do not depend on ``workers``: every run is deterministic on the CPU.
     """
-    by_width = {r.config.d_model: r for r in get_ladder("cpu").rungs}
+    by_width = _cpu_rungs()
     missing = [w for w in widths if w not in by_width]
     if missing:
         raise ValueError(f"widths {missing} are not rungs of the cpu ladder ({sorted(by_width)})")
@@ -183,10 +188,10 @@ def sweep(train: Callable[..., Any] | None, lrs: Sequence[float], widths: Sequen
         raise ValueError("workers > 1 loads the backend by name in each worker; pass train=None")
     jobs = [_Job(p, w, float(lr), s, tokens, batch_size, backend, threads)
             for p in parametrizations for w in widths for lr in lrs for s in seeds]
-    scores: dict[_Job, float] = {}
+    scores: dict[tuple[str, int, float, int], float] = {}
 
     def done(job: _Job, value: float) -> None:
-        scores[job] = value
+        scores[(job.parametrization, job.width, job.lr, job.seed)] = value
         if progress is not None:
             progress(f"[{len(scores)}/{len(jobs)}] {job.parametrization} w{job.width} lr {job.lr:.3g} "
                      f"seed {job.seed}: {value:.4f}")
@@ -208,10 +213,7 @@ def sweep(train: Callable[..., Any] | None, lrs: Sequence[float], widths: Sequen
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for fut in cf.as_completed(futures):
                 done(futures[fut], fut.result())
-    def key(p: str, w: int, lr: float, seed: int) -> _Job:
-        return _Job(p, w, float(lr), seed, tokens, batch_size, backend, threads)
-
-    per_seed = {p: {w: tuple(tuple(scores[key(p, w, lr, s)] for lr in lrs) for s in seeds) for w in widths}
+    per_seed = {p: {w: tuple(tuple(scores[(p, w, float(lr), s)] for lr in lrs) for s in seeds) for w in widths}
                 for p in parametrizations}
     losses = {p: {w: tuple(float(np.mean(col)) for col in zip(*per_seed[p][w])) for w in widths}
               for p in parametrizations}

@@ -33,7 +33,6 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 
-from fits.intervals import ConfidenceInterval
 from fits.loss_law import LossLawFit
 from fits.observation import Observation
 from fits.optimum import RungOptimum
@@ -98,10 +97,7 @@ def _backtest(d: ReportData, knob: str, trend: TrendFit | None) -> Backtest | No
     for c in d.verdict.checks:
         b = c.details.get("knobs", {}).get(knob) if c.name == "backtest" else None
         if b:
-            return Backtest(size=float(b["size"]), observed=float(b["observed"]), predicted=float(b["predicted"]),
-                            interval=ConfidenceInterval(float(b["interval"]["low"]), float(b["interval"]["high"])),
-                            alpha=float(b["alpha"]), inside=bool(b["inside"]), log_ratio=float(b["log_ratio"]),
-                            z=float(b["z"]))
+            return Backtest.from_dict(b)
     if trend is None or trend.n < 4:   # leaving one out must leave a residual degree of freedom
         return None
     try:

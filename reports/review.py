@@ -209,12 +209,12 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     # A largest rung whose own optimum is so uncertain that the loss at stake within its 95%
     # interval, curvature * (1.96 se)^2, exceeds max_loss_penalty cannot test the trend: no test,
     # not a pass. (A knob with a flat basin may be vague; its vagueness then costs nothing.)
-    from transfer.extrapolate import _curvature
+    from transfer.extrapolate import loss_curvature
 
     limit = float(policy["max_loss_penalty"])
     vague = {}
     for k, t in eligible.items():
-        curv = _curvature(list(fits.usable), k)
+        curv = loss_curvature(list(fits.usable), k)
         if t.value_se is not None and curv is not None and curv * (1.96 * t.value_se[-1]) ** 2 > limit:
             vague[k] = (t.value_se[-1], curv * (1.96 * t.value_se[-1]) ** 2)
     if vague and not missed:

@@ -91,3 +91,14 @@ def test_loss_law_summary_survives_degenerate_bootstrap_refits():
     assert np.isclose(out["sd"]["ln_A"], np.std(ln_a, ddof=1))
     assert np.isclose(out["sd"]["alpha"], np.std(boot[:, 2], ddof=1))
     assert "A" not in out["sd"]
+
+
+def test_backtest_round_trips_through_its_dict():
+    import json
+
+    from fits.power_law import Backtest, backtest_leave_largest_out
+
+    sizes = [1e6, 2e6, 4e6, 8e6, 1.6e7]
+    values = [0.01 * (s / 1e6) ** -0.3 * f for s, f in zip(sizes, (1.02, 0.97, 1.01, 0.99, 1.03))]
+    b = backtest_leave_largest_out(sizes, values)
+    assert Backtest.from_dict(json.loads(json.dumps(b.to_dict()))) == b

@@ -172,7 +172,7 @@ def fits_json(experiment: Any, fits: Fits, command: str = "") -> dict[str, Any]:
                       "provenance": provenance_for(experiment, command).to_dict()})
 
 
-def _curvature(usable: list[RungOptimum], knob: str) -> float | None:
+def loss_curvature(usable: list[RungOptimum], knob: str) -> float | None:
     """Mean 1/2 H_jj / h_j^2 over the two largest usable rungs (nats per transformed unit^2)."""
     values = []
     for o in usable[-2:]:
@@ -221,7 +221,7 @@ def _knob_plan(experiment: Any, fits: Fits, knob: str, target: TargetInfo, law_a
             o = fits.optima[-1]
             value, ci80, ci95, n_rungs, method = float(o.best_setting[knob]), box, box, 0, "largest_rung"
         k80 = k95 = "rung"
-    curv = _curvature(usable, knob)
+    curv = loss_curvature(usable, knob)
     band = p80 = p95 = None
     if curv is not None and curv > 0:
         def pen(x: float) -> float:
@@ -328,9 +328,9 @@ def make_plan(experiment: Any, fits: Fits, ledger: LedgerSummary, command: str =
     for f in fits.rungs:
         rec = fits.records.get(f.rung)
         if rec is not None:
-            adjustments += [a for a in rec.adjustments if a.action != "kept" or "edge" in a.reason or "added" in a.reason]
+            adjustments += [a for a in rec.adjustments if a.reportable]
     for a in adjustments:
-        if a.action.startswith("widened") or (a.action == "kept" and ("edge" in a.reason or "added" in a.reason)):
+        if a.action != "recentred":   # re-centring is listed in box_adjustments; the rest also as notes
             notes.append(f"{a.rung}/{a.knob}: {a.reason}")
     return Plan(experiment=experiment.name, target=target, largest_rung=largest.rung,
                 largest_params_active=largest.params_active,

@@ -365,6 +365,13 @@ class BoxAdjustment:
         if self.action not in BOX_ACTIONS:
             raise ValueError(f"BoxAdjustment.action must be one of {BOX_ACTIONS}, got {self.action!r}")
 
+    @property
+    def reportable(self) -> bool:
+        """Worth stating in the plan and on the command line: the box moved or grew, or trials were
+        added to it (the ladder's widening loop: an edge optimum whose widening was refused at the
+        limit, or no interior optimum yet). A rung merely searched on the human's box is not."""
+        return self.action != "kept" or "edge" in self.reason or "added" in self.reason
+
     def to_dict(self) -> dict[str, Any]:
         return {"rung": self.rung, "knob": self.knob, "action": self.action, "human": self.human.to_dict(),
                 "box": self.box.to_dict(), "centre": _num(self.centre), "factor": self.factor,

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_ladder(exp, mode="plain" if args.plain else "ladder", progress=progress)
     for rec in result.records:
         for a in rec.adjustments:
-            if a.action != "kept" or "edge" in a.reason or "added" in a.reason:
+            if a.reportable:
                 print(f"{rec.rung}/{a.knob}: {a.action}: [{a.box.low:.4g}, {a.box.high:.4g}] - {a.reason}")
     if result.message:
         print(result.message)
