@@ -10,6 +10,12 @@ What is measured, per rung and backend:
   dispatch and with the per-expert masked loop. The two are *interleaved* (fast, loop, fast,
   loop, ...) for ``repeats`` rounds and the medians reported, so a slow minute on a shared
   machine hits both alike and cancels in their ratio;
+- where the backend can time it (torch), one MoE layer's forward and backward alone in each
+  dispatch (``benchmark_moe_layer``), interleaved with the steps: the gain of the dispatch
+  itself. The rest of a step (attention, norms, embedding, readout, loss, AdamW) runs the same
+  code in both dispatches, so the step's fast/loop is that gain diluted by the shared work
+  (Amdahl's law: ``(S + R M) / (S + M)`` for shared time S, fast MoE time M and layer ratio R).
+  The table prints both ratios and the share of the fast step spent in MoE layers;
 - model-FLOPs utilisation: ``MFU = train_flops_per_token * tokens_per_s / peak`` with
   ``train_flops_per_token = 6 N_active_non_embedding + 6 n_layers seq_len d_attn`` (Kaplan et
   al. 2020; ``proxy.flops``) and ``peak`` the FLOP/s of a large float32 matrix product timed in
@@ -70,6 +76,7 @@ class DispatchTiming:
     mfu: float
     samples: tuple[float, ...]
     compile_s: float | None = None
+    moe_layer_s: float | None = None   # one MoE layer, forward and backward (median); None: not timed
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class RungBench:
     flops_per_token: float
     batch_size: int
     timings: tuple[DispatchTiming, ...]
+    n_moe_layers: int = 0
 
     def timing(self, dispatch: str) -> DispatchTiming:
         for t in self.timings:
@@ -96,6 +104,19 @@ class RungBench:
         if not {"fast", "loop"} <= dispatches:
             return None
         return self.timing("fast").tokens_per_s / self.timing("loop").tokens_per_s
+
+    @property
+    def moe_fast_over_loop(self) -> float | None:
+        """The same ratio for one MoE layer alone: what the dispatch itself gains."""
+        if self.fast_over_loop is None:
+            return None
+        fast, loop = self.timing("fast").moe_layer_s, self.timing("loop").moe_layer_s
+        return None if fast is None or loop is None else loop / fast
+
+    def moe_share(self, dispatch: str) -> float | None:
+        """Fraction of a ``dispatch`` step spent in the rung's MoE layers (None: not timed)."""
+        t = self.timing(dispatch)
+        return None if t.moe_layer_s is None else self.n_moe_layers * t.moe_layer_s / t.step_s
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,8 @@ class BenchReport:
         data = dataclasses.asdict(self)
         for row, out in zip(self.rows, data["rows"]):
             out["fast_over_loop"] = row.fast_over_loop
+            out["moe_fast_over_loop"] = row.moe_fast_over_loop
+            out["moe_share_fast"] = row.moe_share("fast")
         data["jax_over_torch"] = {rung: ratio for rung, ratio in self.jax_vs_torch().items()}
         return data
 
@@ -128,7 +151,8 @@ class BenchReport:
     def table(self) -> str:
         """An aligned plain-text table, one line per rung and backend."""
         head = ("rung", "backend", "params", "active", "MFLOP/tok", "fast tok/s", "loop tok/s",
-                "fast/loop", "MFU fast", "MFU loop", "compile s")  # compile: the longest seen
+                "fast/loop", "MoE layer f/l", "MoE share", "MFU fast", "MFU loop",
+                "compile s")  # compile: the longest seen; MoE share: of the fast step
         lines = [head]
         for r in self.rows:
             fast = r.timing("fast")
@@ -137,6 +161,8 @@ class BenchReport:
                           f"{r.flops_per_token / 1e6:.2f}", f"{fast.tokens_per_s:,.0f}",
                           "-" if loop is None else f"{loop.tokens_per_s:,.0f}",
                           "-" if loop is None else f"{r.fast_over_loop:.2f}x",
+                          "-" if r.moe_fast_over_loop is None else f"{r.moe_fast_over_loop:.2f}x",
+                          "-" if r.moe_share("fast") is None else f"{100 * r.moe_share('fast'):.0f}%",
                           f"{100 * fast.mfu:.1f}%", "-" if loop is None else f"{100 * loop.mfu:.1f}%",
                           "-" if fast.compile_s is None else f"{fast.compile_s:.1f}"))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
@@ -148,6 +174,11 @@ class BenchReport:
         text.append("")
         text.append(f"matmul peak ({self.dtype}, 2048^3): {peaks}; {self.steps} timed steps x "
                     f"{self.repeats} interleaved repetitions, medians, {self.clock} clock")
+        if any(r.moe_fast_over_loop is not None for r in self.rows):
+            text.append("MoE layer f/l: one MoE layer's forward+backward alone, loop time / fast "
+                        "time (the dispatch's own gain); the rest of a step is the same code in "
+                        "both, so the step's fast/loop is that gain diluted. MoE share: the rung's "
+                        "MoE layers' part of the fast step.")
         ratios = self.jax_vs_torch()
         if ratios:
             text.append("torch fast step time / JAX fast step time: " +
@@ -220,10 +251,13 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                 step_s = statistics.median(float(r["step_s"]) for r in runs)
                 tps = statistics.median(float(r["tokens_per_s"]) for r in runs)
                 compile_s = [float(r["compile_s"]) for r in runs if r.get("compile_s") is not None]
+                layer_s = [float(r["moe_layer_s"]) for r in runs if r.get("moe_layer_s") is not None]
                 timings.append(DispatchTiming(
                     d, step_s, tps, fpt * tps / peaks[b], tuple(float(r["step_s"]) for r in runs),
-                    max(compile_s) if compile_s else None))
-            rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings)))
+                    max(compile_s) if compile_s else None,
+                    statistics.median(layer_s) if layer_s else None))
+            n_moe = sum(rung.config.is_moe_layer(i) for i in range(rung.config.n_layers))
+            rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings), n_moe))
     # A second peak timing after the rungs: the peak is the best the machine did in this run.
     peaks = {b: max(p, matmul_peak(b, dtype=dtype, clock=clock)) for b, p in peaks.items()}
     rows = [dataclasses.replace(r, timings=tuple(
@@ -240,8 +274,13 @@ def _measure(module: ModuleType, rung: Rung, dispatch: str, batch_size: int, ste
         return module.benchmark_steps(rung.config, dispatch=dispatch, batch_size=batch_size,
                                       n_steps=n, warmup=warmup, dtype=dtype)
 
+    layer = getattr(module, "benchmark_moe_layer", None)  # torch only; JAX fuses the step
+    moe_layer_s = None if layer is None else layer(
+        rung.config, dispatch=dispatch, batch_size=batch_size, n_repeats=steps, warmup=warmup,
+        dtype=dtype, clock=clock)
+
     if clock == "wall":
-        return run(steps)
+        return {**run(steps), "moe_layer_s": moe_layer_s}
     c0 = time.process_time()
     short = run(steps)
     c1 = time.process_time()
@@ -251,4 +290,4 @@ def _measure(module: ModuleType, rung: Rung, dispatch: str, batch_size: int, ste
     if step_s <= 0:  # set-up costs that did not repeat (a compile cache filled by the first run)
         step_s = float(short["step_s"])
     return {"step_s": step_s, "tokens_per_s": batch_size * rung.config.seq_len / step_s,
-            "compile_s": short.get("compile_s")}
+            "compile_s": short.get("compile_s"), "moe_layer_s": moe_layer_s}

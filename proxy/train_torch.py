@@ -259,3 +259,40 @@ def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_st
             "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps, "compile_s": None,
             "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed,
             "threads": torch.get_num_threads()}
+
+
+def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, n_repeats: int,
+                        warmup: int = 2, dtype: str = "float32", seed: int = 0,
+                        clock: str = "wall") -> float:
+    """Seconds for one MoE layer's forward and backward (routing, dispatch, experts, combine).
+
+    The part of a training step the dispatch choice changes; everything else in the step
+    (attention, norms, embedding, readout, loss, AdamW) runs the same code in both dispatches,
+    so the step's fast/loop ratio is this layer's diluted by that shared work. Input: unit-variance
+    hidden states of the rung's shape, as the pre-FFN RMSNorm hands the layer. ``clock`` "wall"
+    times with ``perf_counter``, "cpu" with the process CPU time (as ``proxy.bench``).
+    """
+    if n_repeats <= 0 or warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need n_repeats > 0, warmup >= 0, batch_size > 0; got {n_repeats}, {warmup}, {batch_size}")
+    layer = next((i for i in range(config.n_layers) if config.is_moe_layer(i)), None)
+    if layer is None:
+        raise ValueError(f"config {config.name!r} has no MoE layer to time")
+    model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
+    moe = model.blocks[layer].moe
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(batch_size, config.seq_len, config.d_model, generator=gen, dtype=torch_dtype(dtype),
+                    requires_grad=True)
+    upstream = torch.randn(h.shape, generator=gen, dtype=h.dtype)
+
+    def once() -> None:
+        out, routing = moe(h)
+        # The upstream gradient reaches the experts and, through the gates, the router.
+        torch.autograd.backward((out, routing.logits), (upstream, torch.ones_like(routing.logits)))
+
+    for _ in range(warmup):
+        once()
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    t0 = timer()
+    for _ in range(n_repeats):
+        once()
+    return (timer() - t0) / n_repeats

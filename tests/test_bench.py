@@ -108,3 +108,39 @@ def test_cpu_clock_differences_two_run_lengths(monkeypatch):
     assert "cpu clock" in report.table()
     with pytest.raises(ValueError, match="clock"):
         bench.bench_rungs([rung], ("torch",), clock="gpu")
+
+
+def test_moe_layer_times_bound_and_share(monkeypatch):
+    # A backend that also times one MoE layer: its medians, the layer's loop/fast ratio and the
+    # MoE share of the fast step follow by hand from the scripted seconds.
+    calls: list = []
+    backend = _fake_backend(calls, {"fast": [0.2, 0.1, 0.3], "loop": [0.5, 0.9, 0.4]})
+    layer_s = {"fast": [0.02, 0.03, 0.01], "loop": [0.05, 0.04, 0.06]}
+
+    def benchmark_moe_layer(config, *, dispatch, batch_size, n_repeats, warmup=2, dtype="float32",
+                            seed=0, clock="wall"):
+        calls.append((config.name, f"layer-{dispatch}", batch_size, n_repeats))
+        return layer_s[dispatch].pop(0)
+
+    backend.benchmark_moe_layer = benchmark_moe_layer
+    monkeypatch.setattr(bench, "load_backend", lambda name: backend)
+    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
+    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 100e9)
+    rung = get_ladder("cpu").rung("w64")
+    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=3)
+    # The layer is timed next to each step measurement, so it is interleaved too.
+    assert [c[1] for c in calls] == ["layer-fast", "fast", "layer-loop", "loop"] * 3
+    row = report.rows[0]
+    assert row.n_moe_layers == rung.config.n_layers == 4          # every CPU-rung block is MoE
+    assert row.timing("fast").moe_layer_s == 0.02 and row.timing("loop").moe_layer_s == 0.05
+    assert row.moe_fast_over_loop == pytest.approx(2.5)
+    assert row.moe_share("fast") == pytest.approx(4 * 0.02 / 0.2)
+    assert "2.50x" in report.table() and "40%" in report.table() and "diluted" in report.table()
+    assert report.to_dict()["rows"][0]["moe_share_fast"] == pytest.approx(0.4)
+
+
+def test_backend_without_a_layer_timer_leaves_the_columns_empty(scripted):
+    report = bench.bench_rungs([get_ladder("cpu").rung("w32")], ("torch",), repeats=3)
+    row = report.rows[0]
+    assert row.moe_fast_over_loop is None and row.moe_share("fast") is None
+    assert "diluted" not in report.table()

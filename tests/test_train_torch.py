@@ -206,3 +206,11 @@ def test_benchmark_steps_reports_throughput(dispatch):
     assert out["resolved_dispatch"] == ("grouped" if dispatch == "fast" else "loop")
     with pytest.raises(ValueError, match="n_steps"):
         T.benchmark_steps(TINY, dispatch=dispatch, batch_size=2, n_steps=0)
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_benchmark_moe_layer_times_a_forward_and_backward(clock):
+    seconds = T.benchmark_moe_layer(TINY, dispatch="fast", batch_size=2, n_repeats=2, warmup=1, clock=clock)
+    assert 0 < seconds < 10
+    with pytest.raises(ValueError, match="n_repeats"):
+        T.benchmark_moe_layer(TINY, dispatch="loop", batch_size=2, n_repeats=0)
