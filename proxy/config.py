@@ -48,6 +48,7 @@ class ModelConfig:
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     init_std: float = 0.02             # base init std for SP (before the init_scale knob)
+    readout_zero_init: bool = False    # start the readout at zero (Tensor Programs V, App. D.2)
     # Parametrization (see proxy.parametrization).
     parametrization: Parametrization = "sp"
     base_d_model: int = 0              # width the muP multipliers are relative to; 0 means d_model
@@ -72,7 +73,7 @@ class ModelConfig:
                 raise TypeError(f"ModelConfig.{name} must be an int, got {value!r}")
             if value < 0:
                 raise ValueError(f"ModelConfig.{name} must be >= 0, got {value!r}")
-        for name in ("renormalize", "bias_balancing", "depth_scaling"):
+        for name in ("renormalize", "bias_balancing", "depth_scaling", "readout_zero_init"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ModelConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.name, str):

@@ -10,10 +10,23 @@ outputs grow with width once training moves the weights (Adam's update of an ``n
 changes its output by ``Theta(n * lr)``), so their slope is clearly positive.
 
 Steps are counted from 1: step 1 is the forward pass at initialisation, step t the forward pass
-after t - 1 updates (the convention of the ``mup`` package's ``get_coord_data``). The muP
-criterion holds *from step 2 on*: at initialisation, outputs read through a ``1/m`` multiplier
-(logits, router logits) are ``Theta(m^-1/2)`` by design (TP V, Table 3: output weights have
-variance ``1/fan_in^2``), and only their updates are ``Theta(1)``.
+after t - 1 updates (the convention of the ``mup`` package's ``get_coord_data``). The criteria
+hold *from step 2 on*.
+
+The recipe follows the ``mup`` package's ``get_coord_data`` where it has a default:
+
+- the *same batch* at every step (its ``fix_data=True``), so a step's outputs differ from the
+  last step's only by the update (``fresh_batches`` draws a new batch per step instead);
+- the *language-model loss* alone (its ``lossfn='xent'``): the balancing and z-loss
+  coefficients are 0 (``aux_losses`` restores the trainer's defaults). The check is of the
+  width exponents of the table, which TP V derives for the task loss;
+- a zero-initialised readout (``readout_zero_init``, TP V Appendix D.2, ``MuReadout``'s
+  option), in both parametrizations: under muP the logits' initial value is Theta(m^-1/2) by
+  design (output weights of variance ``1/fan_in^2``) and would take several steps to fade under
+  the Theta(1) updates, which is a fact about the initial value, not the parametrization.
+
+What each departure from the recipe shows is measured in the README ("Parametrizations and
+the coordinate check").
 
 Recorded modules (``module_names``), each the mean |x| over every element of the batch:
 
@@ -82,9 +95,12 @@ class CoordCheckSettings:
     seq_len: int = 16
     batch_size: int = 2
     steps: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = tuple(range(8))
     lr: float = 1e-2
     init_std: float = 0.02
+    readout_zero_init: bool = True
+    fresh_batches: bool = False
+    aux_losses: bool = False
 
     def __post_init__(self) -> None:
         if self.parametrization not in PARAMETRIZATIONS:
@@ -103,6 +119,9 @@ class CoordCheckSettings:
         if self.base_width % self.head_dim:
             raise ValueError(f"CoordCheckSettings.base_width ({self.base_width}) must be a multiple of "
                              f"head_dim ({self.head_dim})")
+        for name in ("readout_zero_init", "fresh_batches", "aux_losses"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"CoordCheckSettings.{name} must be a bool, got {getattr(self, name)!r}")
         seeds = tuple(self.seeds)
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
             raise ValueError(f"CoordCheckSettings.seeds must be non-negative ints, got {self.seeds!r}")
@@ -124,13 +143,15 @@ class CoordCheckSettings:
             head_dim=self.head_dim, n_experts=self.n_experts, top_k=self.top_k, d_expert=width,
             seq_len=self.seq_len, name=f"coordcheck-w{width}", init_std=self.init_std,
             parametrization=self.parametrization, base_d_model=self.base_width,
-            base_head_dim=self.head_dim)
+            base_head_dim=self.head_dim, readout_zero_init=self.readout_zero_init)
 
     def hparams(self) -> TrainHParams:
-        """Plain Adam at a constant lr: no warmup, no clipping, no weight decay."""
+        """Plain Adam at a constant lr: no warmup, no clipping, no weight decay; the auxiliary
+        losses off unless ``aux_losses`` (then the trainer's default coefficients)."""
+        aux = {} if self.aux_losses else {"aux_loss_coef": 0.0, "z_loss_coef": 0.0}
         return TrainHParams(lr=self.lr, schedule="constant", warmup_frac=0.0, grad_clip=0.0,
                             weight_decay=0.0, batch_size=self.batch_size,
-                            tokens=self.steps * self.batch_size * self.seq_len)
+                            tokens=self.steps * self.batch_size * self.seq_len, **aux)
 
     def to_dict(self) -> dict[str, Any]:
         return {f: (list(v) if isinstance(v, tuple) else v) for f, v in vars(self).items()}
@@ -219,6 +240,16 @@ class CoordCheckResult:
         values = [abs(s) if math.isfinite(s) else math.inf for s in self.slopes[module][from_step - 1:]]
         return max(values)
 
+    def slope_se(self, module: str) -> tuple[float, ...]:
+        """Standard error of each step's slope over seeds: the spread of the slopes fitted to
+        each seed alone over sqrt(seeds) (NaN with one seed). It says how far the +-0.1 verdict
+        is from seed noise."""
+        raw = np.asarray(self.per_seed.get(module, ()), dtype=np.float64)
+        if raw.ndim != 3 or raw.shape[0] < 2:
+            return tuple(math.nan for _ in range(self.steps))
+        per_seed = np.array([slopes_by_step(self.widths, s) for s in raw])
+        return tuple(float(v) for v in per_seed.std(axis=0, ddof=1) / math.sqrt(raw.shape[0]))
+
     def min_slope(self, module: str, from_step: int = FROM_STEP) -> float:
         values = [s if math.isfinite(s) else -math.inf for s in self.slopes[module][from_step - 1:]]
         return min(values)
@@ -247,13 +278,17 @@ class CoordCheckResult:
                 rule = f"min slope from step {FROM_STEP} > {SP_LOGIT_MIN_SLOPE} (SP must grow)"
             else:
                 rule = f"|slope| <= {MUP_TOLERANCE} from step {FROM_STEP}"
-            lines.append(f"{'PASS' if verdicts[m] else 'FAIL'}  {m:<18} slopes by step [{steps}]  ({rule})")
+            se = [v for v in self.slope_se(m)[FROM_STEP - 1:] if math.isfinite(v)]
+            spread = f", seed SE <= {max(se):.2f}" if se else ""
+            lines.append(f"{'PASS' if verdicts[m] else 'FAIL'}  {m:<18} slopes by step [{steps}]  "
+                         f"({rule}{spread})")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {"parametrization": self.parametrization, "backend": self.backend,
                 "widths": list(self.widths), "modules": list(self.modules), "steps": self.steps,
                 "slopes": {m: list(v) for m, v in self.slopes.items()},
+                "slope_se": {m: list(self.slope_se(m)) for m in self.modules},
                 "sizes": {m: [list(r) for r in v] for m, v in self.sizes.items()},
                 "per_seed": {m: [[list(r) for r in s] for s in v] for m, v in self.per_seed.items()},
                 "verdicts": self.verdicts(), "width_stable": self.width_stable(),
@@ -288,8 +323,9 @@ def run_widths(settings: "CoordCheckSettings", backend: str,
                progress: Callable[[str], None] | None = None) -> "CoordCheckResult":
     """Train every width for every seed with a framework's ``record_one`` and fit the slopes.
 
-    Each seed draws one batch stream from the built-in data, shared by all widths (and by both
-    frameworks), so width is the only thing that changes along a line.
+    Each seed draws its batches from the built-in data (one batch repeated at every step, or a
+    fresh one per step with ``fresh_batches``), shared by all widths (and by both frameworks),
+    so width is the only thing that changes along a line.
     ``record_one(settings, width, seed, batches)`` returns module -> mean |output| per step.
     """
     start = time.perf_counter()
@@ -299,7 +335,10 @@ def run_widths(settings: "CoordCheckSettings", backend: str,
     records = {m: np.zeros((len(settings.seeds), len(widths), settings.steps)) for m in modules}
     for s_idx, seed in enumerate(settings.seeds):
         stream = data.batches(seed, settings.batch_size, settings.seq_len)
-        batches = [next(stream) for _ in range(settings.steps)]
+        if settings.fresh_batches:
+            batches = [next(stream) for _ in range(settings.steps)]
+        else:
+            batches = [next(stream)] * settings.steps
         for w_idx, width in enumerate(widths):
             one = record_one(settings, width, seed, batches)
             for m in modules:

@@ -26,7 +26,7 @@ BAD_CONFIG = [
     ("bias_balancing", "yes"), ("bias_update_rate", 0.0), ("bias_update_rate", math.nan),
     ("norm_eps", 0.0), ("norm_eps", -1e-6), ("rope_theta", 0.0), ("rope_theta", math.inf),
     ("init_std", 0.0), ("init_std", True), ("parametrization", "ntk"), ("parametrization", "SP"),
-    ("base_d_model", -1), ("base_head_dim", -2), ("depth_scaling", None), ("base_n_layers", -1),
+    ("base_d_model", -1), ("base_head_dim", -2), ("depth_scaling", None), ("readout_zero_init", 1), ("base_n_layers", -1),
 ]
 
 BAD_HPARAMS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -33,26 +34,27 @@ def test_m1_mup_equals_sp_in_the_table():
 
 def test_mup_rules_by_hand_at_m4():
     """Tensor Programs V, Table 3 / the mup package: hidden init prop. to 1/sqrt(fan_in) and Adam
-    lr 1/m; embedding as SP; readout and router std sigma, lr 1, forward multiplier 1/m."""
+    lr 1/m (the router too, as the coordinate check decides); embedding as SP; readout std sigma,
+    lr 1, forward multiplier 1/m; router logits unscaled."""
     cfg, sigma, m = _config(128, "mup", **ALL_ROLES), 0.02, 4.0
     rules = param_rules(cfg)
-    base_fan_in = {"attention": 32, "expert": 32, "mlp": 32}
+    base_fan_in = {"attention": 32, "expert": 32, "mlp": 32, "router": 32}
     for spec in parameter_specs(cfg):
         rule = rules[spec.name]
         if spec.role == "norm":
             assert (rule.init_std, rule.lr_mult, rule.weight_decay) == (0.0, 1.0, False)
-        elif spec.role in ("attention", "expert", "mlp"):
+        elif spec.role in ("attention", "expert", "mlp", "router"):
             assert rule.lr_mult == pytest.approx(1 / m)
             # std * sqrt(fan_in) is the same as at the base width (fan_in = base width there);
             # mlp.w_out has fan_in 4d, at base 4 * 32.
             base = base_fan_in[spec.role] * (spec.fan_in // cfg.d_model)
             assert rule.init_std * math.sqrt(spec.fan_in) == pytest.approx(sigma * math.sqrt(base))
-        elif spec.role in ("readout", "router"):
+        elif spec.role == "readout":
             assert (rule.init_std, rule.lr_mult, rule.weight_decay) == (sigma, 1.0, True)
         else:
             assert (spec.role, rule.init_std, rule.lr_mult, rule.weight_decay) == ("embedding", sigma, 1.0, False)
     fm = forward_multipliers(cfg)
-    assert (fm.readout, fm.router, fm.residual) == (1 / m, 1 / m, 1.0)
+    assert (fm.readout, fm.router, fm.residual) == (1 / m, 1.0, 1.0)
     assert fm.attention == pytest.approx(math.sqrt(16) / 16)
 
 
@@ -62,6 +64,23 @@ def test_sp_rules_do_not_depend_on_width():
         if name in small:
             assert rule == small[name]
     assert forward_multipliers(_config(128, "sp")).readout == 1.0
+
+
+@pytest.mark.parametrize("parametrization", ["sp", "mup"])
+def test_readout_zero_init_zeroes_the_readout_only(parametrization):
+    plain = _config(128, parametrization, **ALL_ROLES)
+    zero = plain.replace(readout_zero_init=True)
+    rules, zero_rules = param_rules(plain), param_rules(zero)
+    for name, rule in zero_rules.items():
+        if name == "readout.w":
+            assert rule == dataclasses.replace(rules[name], init_std=0.0)
+        else:
+            assert rule == rules[name]
+    assert not init_params(zero, seed=0)["readout.w"].any()
+    assert init_params(plain, seed=0)["readout.w"].std() > 0
+    # At m = 1 the flag keeps muP and SP the same model.
+    assert param_rules(_config(32, "sp", readout_zero_init=True)) == param_rules(
+        _config(32, "mup", readout_zero_init=True))
 
 
 def test_depth_rule_scales_residual_branches():

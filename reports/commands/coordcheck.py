@@ -6,6 +6,10 @@ d_model) for a few Adam steps at a large learning rate over several seeds, recor
 (``proxy.coordcheck``). Writes ``coordcheck_<param>_<backend>.{png,pdf,json}`` into ``--out``
 and prints one PASS/FAIL line per module.
 
+Recipe (``proxy.coordcheck``): the same batch at every step, the language-model loss alone and
+a zero-initialised readout, in both parametrizations; ``--fresh-batches``, ``--aux-losses`` and
+``--readout-init normal`` depart from it one at a time.
+
 How to read the figure: one panel per module, x = width (log), y = mean |output| (log), one line
 per training step (step 1 = initialisation). Flat lines mean the module's size does not depend
 on width (the muP promise); lines rising to the right mean it grows with width (SP: slopes near
@@ -38,6 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=len(defaults.seeds),
                    help=f"seeds averaged per width (default: {len(defaults.seeds)})")
     p.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default: {defaults.lr})")
+    p.add_argument("--readout-init", choices=("zero", "normal"), default="zero",
+                   help="readout initialisation in both parametrizations: zero (default; Tensor "
+                        "Programs V App. D.2) or normal (std init_std; under muP the logits then "
+                        "start at Theta(width^-1/2) and fall with width for the first steps)")
+    p.add_argument("--fresh-batches", action="store_true",
+                   help="draw a new batch at every step (default: the same batch at every step, "
+                        "as the mup package's coordinate check)")
+    p.add_argument("--aux-losses", action="store_true",
+                   help="train with the balancing and z-loss at the trainer's default coefficients "
+                        "(default: the language-model loss alone, the loss of the muP derivation)")
     p.add_argument("--out", default="runs/coordcheck", help="output folder (default: runs/coordcheck)")
     p.add_argument("--threads", type=int, default=0, help="framework CPU threads; 0 keeps its default")
     p.set_defaults(func=run)
@@ -91,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     for p in params:
         settings = CoordCheckSettings(parametrization=p, steps=args.steps, seeds=tuple(range(args.seeds)),
-                                      lr=args.lr)
+                                      lr=args.lr, readout_zero_init=args.readout_init == "zero",
+                                      fresh_batches=args.fresh_batches, aux_losses=args.aux_losses)
         result = recorder.run(settings, progress=lambda s: print(s, file=sys.stderr))
         stem = out / f"coordcheck_{p}_{args.backend}"
         result.write_json(stem.with_suffix(".json"))
