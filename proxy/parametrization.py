@@ -26,7 +26,7 @@ The router maps a growing width to a fixed number of experts, so Tensor Programs
 classification would call it an *output* weight (finite fan-out), with the readout's rule. The
 coordinate check (``ladder coordcheck``) decides otherwise, and the table follows the check: on
 the output rule the router logits start at Theta(m^-1/2) and still fall with width after the
-first updates (slope -0.35 to -0.51 at step 2, -0.16 at step 5), while on the hidden rule
+first updates (slope -0.35 to -0.51 at step 2, -0.05 to -0.16 at step 5), while on the hidden rule
 (init prop. to 1/sqrt(fan_in), lr 1/m, no multiplier) they are Theta(1) from the start and stay
 flat (|slope| <= 0.06), like the hidden pre-activations the router logits are: a top-k over a
 softmax reads their values, not a sum over the width. Stacked expert weights ``(E, in, out)``
