@@ -226,6 +226,22 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
                       knobs={kk: b.to_dict() for kk, b in results.items()})
     worst = max(results, key=lambda k: abs(results[k].z))
     details = {k: b.to_dict() | {"rung": eligible[k].labels[-1] if eligible[k].labels else ""} for k, b in results.items()}
+    # When the trend predicts a knob outside the tested rung's own box, the box censors that
+    # rung's optimum: its vertex can only land inside, near the edge, and the joint quadratic
+    # fit carries the bias into the other knobs. A miss then says "the box is drawn wrong
+    # there", not "the optimum bends away", and cannot test the trend.
+    censored = {k: (rung, spec) for k, b in results.items()
+                for rung, spec in [_tested_box(fits, eligible[k], k)]
+                if spec is not None and not spec.low <= b.predicted <= spec.high}
+    if missed and censored:
+        k, (rung, spec) = next(iter(censored.items()))
+        b = results[k]
+        return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, b.z, "z",
+                      f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
+                      f"fitted without {rung}, the trend predicts {k} = {_fmt(b.predicted)} there, outside that rung's "
+                      f"box [{_fmt(spec.low)}, {_fmt(spec.high)}]: the box censors its optimum ({_fmt(b.observed)}), "
+                      f"so a miss there ({', '.join(missed)}) cannot test the trend; widen or move the box",
+                      knobs=details)
     if missed:
         k, b = next(iter(missed.items()))
         reason = (f"fitted without the largest rung, the trend predicted {k} = {_fmt(b.predicted)} there, but the rung's "
@@ -239,6 +255,15 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     return _check("backtest", "Backtest on the largest rung", PASS, results[worst].z, "z",
                   f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
                   reason, knobs=details)
+
+
+def _tested_box(fits: Any, trend: Any, knob: str) -> tuple[str, Any]:
+    """(rung, KnobSpec) of the rung a leave-largest-out backtest tests: the trend's last rung."""
+    rung = trend.labels[-1] if trend.labels else ""
+    for o in fits.usable:
+        if o.rung == rung:
+            return rung, next((s for s in o.knobs if s.name == knob and s.low is not None), None)
+    return rung, None
 
 
 def check_lr_interval(plan: Any, policy: Mapping[str, Any]) -> Check:

@@ -135,3 +135,22 @@ def test_backtest_is_inconclusive_when_the_largest_rung_is_too_imprecise():
     assert c.status == INCONCLUSIVE and "too imprecise" in c.reason
     # A looser loss limit makes the same rung precise enough to test.
     assert check_backtest(vague, POLICY | {"max_loss_penalty": 1.0}).status == PASS
+
+
+def test_backtest_miss_is_inconclusive_when_the_box_censors_the_tested_rung():
+    """The bend of the test above, but the tested rung's box starts above the value the trend
+    predicts there: its optimum could only land inside, near the edge, so the miss is the box's
+    doing and the check says INCONCLUSIVE (widen or move the box), not FAIL."""
+    rng = np.random.default_rng(3)
+    fits = _fits(simulate_ladder(rng, n_trials=32, rung_scatter=0.02, box_offset=0.3), shift_last=-0.7)
+    bent = check_backtest(fits, POLICY)
+    assert bent.status == FAIL
+    predicted = bent.details["knobs"]["lr"]["predicted"]
+    last = fits.rungs[-1]
+    box = KnobSpec("lr", predicted * 1.05, predicted * 20, log=True)       # starts just above the prediction
+    censored = dataclasses.replace(fits, rungs=fits.rungs[:-1] + (
+        dataclasses.replace(last, optimum=dataclasses.replace(last.optimum, knobs=(box,))),))
+    check = check_backtest(censored, POLICY)
+    assert check.status == INCONCLUSIVE and check.hard
+    assert "censors" in check.reason and "widen or move the box" in check.reason
+    assert check.figure == pytest.approx(bent.figure)
