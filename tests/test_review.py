@@ -138,19 +138,26 @@ def test_backtest_is_inconclusive_when_the_largest_rung_is_too_imprecise():
 
 
 def test_backtest_miss_is_inconclusive_when_the_box_censors_the_tested_rung():
-    """The bend of the test above, but the tested rung's box starts above the value the trend
-    predicts there: its optimum could only land inside, near the edge, so the miss is the box's
-    doing and the check says INCONCLUSIVE (widen or move the box), not FAIL."""
+    """The bend of the test above, with the tested rung's box cut just below its optimum, so
+    the value the trend predicts lies beyond the box's lower edge and the optimum sits against
+    it: the miss is the box's doing (INCONCLUSIVE: widen or move the box), not a bend. With the
+    box's edge just above the prediction but the optimum far inside, the miss stays a FAIL."""
     rng = np.random.default_rng(3)
-    fits = _fits(simulate_ladder(rng, n_trials=32, rung_scatter=0.02, box_offset=0.3), shift_last=-0.7)
+    fits = _fits(simulate_ladder(rng, n_trials=32, rung_scatter=0.02, box_offset=0.3), shift_last=0.7)
     bent = check_backtest(fits, POLICY)
     assert bent.status == FAIL
-    predicted = bent.details["knobs"]["lr"]["predicted"]
-    last = fits.rungs[-1]
-    box = KnobSpec("lr", predicted * 1.05, predicted * 20, log=True)       # starts just above the prediction
-    censored = dataclasses.replace(fits, rungs=fits.rungs[:-1] + (
-        dataclasses.replace(last, optimum=dataclasses.replace(last.optimum, knobs=(box,))),))
-    check = check_backtest(censored, POLICY)
-    assert check.status == INCONCLUSIVE and check.hard
-    assert "censors" in check.reason and "widen or move the box" in check.reason
-    assert check.figure == pytest.approx(bent.figure)
+    lr = bent.details["knobs"]["lr"]
+    assert lr["observed"] > lr["predicted"]
+
+    def with_box(low: float):
+        last = fits.rungs[-1]
+        box = KnobSpec("lr", low, low * 20, log=True)
+        return dataclasses.replace(fits, rungs=fits.rungs[:-1] + (
+            dataclasses.replace(last, optimum=dataclasses.replace(last.optimum, knobs=(box,))),))
+
+    censored = check_backtest(with_box(lr["observed"] * 0.97), POLICY)
+    assert censored.status == INCONCLUSIVE and censored.hard
+    assert "censors" in censored.reason and "widen or move the box" in censored.reason
+    assert censored.figure == pytest.approx(bent.figure)
+    inside = check_backtest(with_box(lr["predicted"] * 1.05), POLICY)
+    assert inside.status == FAIL and "bends away" in inside.reason
