@@ -256,8 +256,8 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                     d, step_s, tps, fpt * tps / peaks[b], tuple(float(r["step_s"]) for r in runs),
                     max(compile_s) if compile_s else None,
                     statistics.median(layer_s) if layer_s else None))
-            n_moe = sum(rung.config.is_moe_layer(i) for i in range(rung.config.n_layers))
-            rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings), n_moe))
+            rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings),
+                                  len(rung.config.moe_layers)))
     # A second peak timing after the rungs: the peak is the best the machine did in this run.
     peaks = {b: max(p, matmul_peak(b, dtype=dtype, clock=clock)) for b, p in peaks.items()}
     rows = [dataclasses.replace(r, timings=tuple(

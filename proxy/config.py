@@ -120,6 +120,11 @@ class ModelConfig:
     def is_moe_layer(self, layer: int) -> bool:
         return layer >= self.n_dense_layers
 
+    @property
+    def moe_layers(self) -> tuple[int, ...]:
+        """Indices of the blocks whose FFN is MoE (every block after the leading dense ones)."""
+        return tuple(range(self.n_dense_layers, self.n_layers))
+
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

@@ -147,7 +147,7 @@ def update_expert_bias(buffers: Params, counts: jax.Array, rate: jax.Array, conf
     if not config.bias_balancing:
         return buffers
     flat = flatten_named(buffers)
-    moe_layers = [i for i in range(config.n_layers) if config.is_moe_layer(i)]
+    moe_layers = list(config.moe_layers)
     for row, layer in enumerate(moe_layers):
         name = f"blocks.{layer}.moe.expert_bias"
         bias = flat[name]

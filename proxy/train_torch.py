@@ -274,11 +274,10 @@ def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, 
     """
     if n_repeats <= 0 or warmup < 0 or batch_size <= 0:
         raise ValueError(f"need n_repeats > 0, warmup >= 0, batch_size > 0; got {n_repeats}, {warmup}, {batch_size}")
-    layer = next((i for i in range(config.n_layers) if config.is_moe_layer(i)), None)
-    if layer is None:
+    if not config.moe_layers:
         raise ValueError(f"config {config.name!r} has no MoE layer to time")
     model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
-    moe = model.blocks[layer].moe
+    moe = model.blocks[config.moe_layers[0]].moe
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(batch_size, config.seq_len, config.d_model, generator=gen, dtype=torch_dtype(dtype),
                     requires_grad=True)

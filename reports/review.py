@@ -226,19 +226,21 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
                       f"{se:.2f}, {stake:.3g} nats at stake within its 95% interval > {limit:g}); add trials on that rung",
                       knobs={kk: b.to_dict() for kk, b in results.items()})
     worst = max(results, key=lambda k: abs(results[k].z))
-    details = {k: b.to_dict() | {"rung": eligible[k].labels[-1] if eligible[k].labels else ""} for k, b in results.items()}
+    details = {k: b.to_dict() | {"rung": _tested_rung(eligible[k])} for k, b in results.items()}
     # When the trend predicts a knob outside the tested rung's own box and the rung's optimum sits
     # against that edge (within half the prediction interval's log width of it), the box has
     # censored the optimum: its vertex could only land inside, near the edge, and the joint
     # quadratic fit carries the bias into the other knobs. A miss then says "the box is drawn
     # wrong there", not "the optimum bends away", and cannot test the trend. An optimum far
     # inside the box is not censored, whatever the prediction: that miss stays a FAIL.
-    censored = {k: (rung, spec) for k, b in results.items()
-                for rung, spec in [_tested_box(fits, eligible[k], k)]
-                if spec is not None and _censored_by_box(b, spec)}
+    censored = {}
+    for k, b in results.items():
+        spec = _tested_box(fits, eligible[k], k)
+        if spec is not None and _censored_by_box(b, spec):
+            censored[k] = spec
     if missed and censored:
-        k, (rung, spec) = next(iter(censored.items()))
-        b = results[k]
+        k, spec = next(iter(censored.items()))
+        b, rung = results[k], _tested_rung(eligible[k])
         return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, b.z, "z",
                       f"inside the {1 - alpha:.0%} prediction interval (Bonferroni over {len(eligible)} knobs)",
                       f"fitted without {rung}, the trend predicts {k} = {_fmt(b.predicted)} there, outside that rung's "
@@ -270,13 +272,18 @@ def _censored_by_box(b: Any, spec: Any) -> bool:
     return abs(math.log(b.observed / edge)) <= half_width
 
 
-def _tested_box(fits: Any, trend: Any, knob: str) -> tuple[str, Any]:
-    """(rung, KnobSpec) of the rung a leave-largest-out backtest tests: the trend's last rung."""
-    rung = trend.labels[-1] if trend.labels else ""
+def _tested_rung(trend: Any) -> str:
+    """The rung a leave-largest-out backtest tests: the trend's last (largest usable) rung."""
+    return trend.labels[-1] if trend.labels else ""
+
+
+def _tested_box(fits: Any, trend: Any, knob: str) -> Any:
+    """The tested rung's box for ``knob`` (a continuous KnobSpec), or None."""
+    rung = _tested_rung(trend)
     for o in fits.usable:
         if o.rung == rung:
-            return rung, next((s for s in o.knobs if s.name == knob and s.low is not None), None)
-    return rung, None
+            return next((s for s in o.knobs if s.name == knob and s.low is not None), None)
+    return None
 
 
 def check_lr_interval(plan: Any, policy: Mapping[str, Any]) -> Check:

@@ -101,3 +101,10 @@ def test_replace_validates_again():
         ModelConfig(**BASE).replace(top_k=9)
     with pytest.raises(ValueError, match="TrainHParams.lr"):
         TrainHParams().replace(lr=-1.0)
+
+
+def test_moe_layers_are_the_blocks_after_the_dense_ones():
+    cfg = ModelConfig(d_model=32, n_layers=4, n_heads=2, head_dim=16, n_experts=4, top_k=2, d_expert=32,
+                      n_dense_layers=1)
+    assert cfg.moe_layers == (1, 2, 3) == tuple(i for i in range(4) if cfg.is_moe_layer(i))
+    assert cfg.replace(n_dense_layers=0).moe_layers == (0, 1, 2, 3)
