@@ -278,14 +278,19 @@ def dispatch_dense(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gate
 
 def dispatch_loop(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates: Tensor,
                   keep: Tensor) -> Tensor:
-    """The common loop: for each expert, the tokens that chose it (by mask), y[idx] += g * expert(h[idx])."""
+    """The common loop: for each expert, the tokens that chose it (by mask), y[idx] += g * expert(h[idx]).
+
+    Written as the usual reference implementations write it (e.g. Hugging Face's Mixtral sparse
+    MoE block): ``nonzero`` of the expert's mask, a gather, the expert, and an in-place
+    ``index_add_`` into one zero-initialised output.
+    """
     out = torch.zeros_like(h)
     gates = gates.to(h.dtype)
     for e in range(w_in.shape[0]):
         token, slot = torch.nonzero((experts == e) & keep, as_tuple=True)
         if token.numel():
             y = _expert(h[token], w_in[e], w_out[e]) * gates[token, slot, None]
-            out = out.index_add(0, token, y)
+            out.index_add_(0, token, y)
     return out
 
 
