@@ -1,17 +1,23 @@
 """Training-step throughput of the ladder's rungs, measured side by side in one run.
 
-Framework-free: it calls each backend's ``benchmark_steps`` (``proxy.backends``) and the
+Framework-free: it calls each backend's ``step_runner`` (``proxy.backends``) and the
 framework's matrix-multiply timer (``proxy.bench_torch`` / ``proxy.bench_jax``), both imported
 lazily by name, so ``import proxy.bench`` loads no framework.
 
 What is measured, per rung and backend:
 
 - tokens per second of a full training step (forward, backward, AdamW) with the fast expert
-  dispatch and with the per-expert masked loop. The two are *interleaved* (fast, loop, fast,
-  loop, ...) for ``repeats`` rounds and the medians reported, so a slow minute on a shared
-  machine hits both alike and cancels in their ratio;
-- where the backend can time it (torch), one MoE layer's forward and backward alone in each
-  dispatch (``benchmark_moe_layer``), interleaved with the steps: the gain of the dispatch
+  dispatch and with the per-expert masked loop. Each (backend, dispatch) gets a ready-to-run
+  step (``step_runner``: model, optimiser, warm-up); then single steps *alternate*, fast, loop,
+  loop, fast, ..., for ``steps`` rounds, and that is repeated ``repeats`` times with fresh
+  runners. Every reported time is a median over all rounds, and every ratio is the median of
+  the per-round ratios: the two steps of a round are a fraction of a second apart, so a slow
+  spell on a shared machine hits both. (Timing blocks of consecutive steps instead, one
+  dispatch after the other, let such spells land on one side: at the w96 rung the same code
+  gave fast/loop between 1.04x and 1.48x from one run to the next; paired single steps give
+  1.21x to 1.28x.)
+- where the backend can time it (torch, ``moe_layer_runner``), one MoE layer's forward and
+  backward alone in each dispatch, alternated in the same rounds: the gain of the dispatch
   itself. The rest of a step (attention, norms, embedding, readout, loss, AdamW) runs the same
   code in both dispatches, so the step's fast/loop is that gain diluted by the shared work
   (Amdahl's law: ``(S + R M) / (S + M)`` for shared time S, fast MoE time M and layer ratio R).
@@ -67,7 +73,8 @@ def matmul_peak(backend: str, n: int = 2048, repeats: int = 5, dtype: str = "flo
 
 @dataclass(frozen=True)
 class DispatchTiming:
-    """Medians over the interleaved repetitions; ``samples`` are each repetition's step seconds;
+    """Medians over all rounds; ``samples`` are the step seconds of each round, in round order
+    (the same order for every dispatch of a rung, so sample i of two dispatches are a pair);
     ``compile_s`` is the longest compile seen (the first, before a compile cache holds the step)."""
 
     dispatch: str
@@ -77,6 +84,14 @@ class DispatchTiming:
     samples: tuple[float, ...]
     compile_s: float | None = None
     moe_layer_s: float | None = None   # one MoE layer, forward and backward (median); None: not timed
+    moe_layer_samples: tuple[float, ...] = ()
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median over rounds of numerator_i / denominator_i (pairs measured side by side)."""
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(f"need equally many paired samples, got {len(numerators)} and {len(denominators)}")
+    return statistics.median(n / d for n, d in zip(numerators, denominators))
 
 
 @dataclass(frozen=True)
@@ -98,20 +113,20 @@ class RungBench:
 
     @property
     def fast_over_loop(self) -> float | None:
-        """Speed-up of the fast dispatch over the per-expert loop (ratio of tokens/s); None
-        when the backend has no loop dispatch."""
+        """Speed-up of the fast dispatch over the per-expert loop: the median over rounds of
+        loop step time / fast step time; None when the backend has no loop dispatch."""
         dispatches = {t.dispatch for t in self.timings}
         if not {"fast", "loop"} <= dispatches:
             return None
-        return self.timing("fast").tokens_per_s / self.timing("loop").tokens_per_s
+        return paired_ratio(self.timing("loop").samples, self.timing("fast").samples)
 
     @property
     def moe_fast_over_loop(self) -> float | None:
         """The same ratio for one MoE layer alone: what the dispatch itself gains."""
         if self.fast_over_loop is None:
             return None
-        fast, loop = self.timing("fast").moe_layer_s, self.timing("loop").moe_layer_s
-        return None if fast is None or loop is None else loop / fast
+        fast, loop = self.timing("fast").moe_layer_samples, self.timing("loop").moe_layer_samples
+        return paired_ratio(loop, fast) if fast and loop else None
 
     def moe_share(self, dispatch: str) -> float | None:
         """Fraction of a ``dispatch`` step spent in the rung's MoE layers (None: not timed)."""
@@ -140,12 +155,12 @@ class BenchReport:
         return data
 
     def jax_vs_torch(self) -> dict[str, float]:
-        """Rung -> torch fast step time / JAX fast step time (> 1: JAX is faster)."""
+        """Rung -> torch fast step time / JAX fast step time (> 1: JAX is faster), paired by round."""
         out: dict[str, float] = {}
         by_key = {(r.rung, r.backend): r for r in self.rows}
         for (rung, backend), row in by_key.items():
             if backend == "torch" and (rung, "jax") in by_key:
-                out[rung] = row.timing("fast").step_s / by_key[(rung, "jax")].timing("fast").step_s
+                out[rung] = paired_ratio(row.timing("fast").samples, by_key[(rung, "jax")].timing("fast").samples)
         return out
 
     def table(self) -> str:
@@ -172,8 +187,9 @@ class BenchReport:
         peaks = ", ".join(f"{b} {p / 1e9:.0f} GFLOP/s ({self.threads.get(b, '?')} threads)"
                           for b, p in self.peak_flops.items())
         text.append("")
-        text.append(f"matmul peak ({self.dtype}, 2048^3): {peaks}; {self.steps} timed steps x "
-                    f"{self.repeats} interleaved repetitions, medians, {self.clock} clock")
+        text.append(f"matmul peak ({self.dtype}, 2048^3): {peaks}; {self.steps} rounds x {self.repeats} "
+                    f"repetitions of single steps alternating between the dispatches; medians, and "
+                    f"ratios as medians of the per-round ratios; {self.clock} clock")
         if any(r.moe_fast_over_loop is not None for r in self.rows):
             text.append("MoE layer f/l: one MoE layer's forward+backward alone, loop time / fast "
                         "time (the dispatch's own gain); the rest of a step is the same code in "
@@ -194,19 +210,18 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, steps: int = 5,
+def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, steps: int = 10,
                 repeats: int = 3, batch_size: int | None = None, warmup: int = 2, threads: int = 0,
                 dtype: str = "float32", clock: str = "wall",
                 log: Callable[[str], None] | None = None) -> BenchReport:
-    """Benchmark every rung with every backend, the dispatches interleaved ``repeats`` times.
+    """Benchmark every rung with every backend: ``repeats`` times, fresh step runners for every
+    (backend, dispatch), then ``steps`` rounds of one step each, alternating.
 
-    ``batch_size`` (sequences per step) defaults to each rung's own. Returns medians.
-    ``clock="wall"`` reports the backends' own wall-clock step times. ``clock="cpu"`` is for a
-    shared, loaded machine, where wall time measures the other tenants: the step time is the
-    process CPU time of a run of ``2 * steps`` steps less that of a run of ``steps`` steps,
-    divided by ``steps`` (set-up and warm-up cancel), and the peak is timed in CPU time too.
-    With one thread (``threads=1``) that is the time the step takes on one quiet core; with
-    more, spin-waiting threads inflate it.
+    ``batch_size`` (sequences per step) defaults to each rung's own. Returns medians and paired
+    ratios (module docstring). ``clock="wall"`` times steps with ``perf_counter``. ``clock="cpu"``
+    is for a shared, loaded machine, where wall time measures the other tenants: each step is
+    timed in process CPU time, and so is the peak. With one thread (``threads=1``) that is the
+    time the step takes on one quiet core; with more, spin-waiting threads inflate it.
     """
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
@@ -221,41 +236,44 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
     modules = {b: load_backend(b) for b in backends}
     used = {b: set_threads(b, threads) for b in backends}
     peaks = {b: matmul_peak(b, dtype=dtype, clock=clock) for b in backends}
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     # A backend without a per-expert loop (JAX's dispatches are "fast" and "dense") refuses
     # dispatch="loop" with a ValueError on its first try; it is then timed on "fast" alone.
     supported = {b: list(DISPATCHES) for b in backends}
     rows = []
     for rung in rungs:
         bs = batch_size or rung.batch_size
-        samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        step_s: dict[tuple[str, str], list[float]] = {}
+        layer_s: dict[tuple[str, str], list[float]] = {}
+        compile_s: dict[tuple[str, str], list[float]] = {}
         for rep in range(repeats):
-            # Interleave: every (backend, dispatch) once per round, so noise is shared.
-            for b in backends:
-                for d in list(supported[b]):
-                    if log:
-                        log(f"{rung.name} {b} {d} round {rep + 1}/{repeats}")
-                    try:
-                        out = _measure(modules[b], rung, d, bs, steps, warmup, dtype, clock)
-                    except ValueError:
-                        if d == "fast" or samples.get((b, d)):
-                            raise
-                        supported[b].remove(d)
-                        continue
-                    samples.setdefault((b, d), []).append(out)
+            runners = _runners(modules, supported, rung, bs, warmup, dtype, compile_s, step_s, rep,
+                               repeats, log)
+            keys = list(runners)
+            if log:
+                log(f"{rung.name}: {steps} rounds of {', '.join(f'{b} {d}' for b, d in keys)} "
+                    f"(repetition {rep + 1}/{repeats})")
+            for i in range(steps):
+                order = keys if i % 2 == 0 else keys[::-1]  # neither side always goes first
+                for key in order:
+                    step_s.setdefault(key, []).append(_timed(runners[key][0], timer))
+                for key in order:
+                    if runners[key][1] is not None:
+                        layer_s.setdefault(key, []).append(_timed(runners[key][1], timer))
+            del runners  # the next repetition's models replace these
         counts = param_counts(rung.config)
         fpt = train_flops_per_token(rung.config)
+        tokens = bs * rung.config.seq_len
         for b in backends:
             timings = []
             for d in supported[b]:
-                runs = samples[(b, d)]
-                step_s = statistics.median(float(r["step_s"]) for r in runs)
-                tps = statistics.median(float(r["tokens_per_s"]) for r in runs)
-                compile_s = [float(r["compile_s"]) for r in runs if r.get("compile_s") is not None]
-                layer_s = [float(r["moe_layer_s"]) for r in runs if r.get("moe_layer_s") is not None]
+                samples, layers = step_s[(b, d)], layer_s.get((b, d), [])
+                median_s = statistics.median(samples)
+                compiles = compile_s.get((b, d))
                 timings.append(DispatchTiming(
-                    d, step_s, tps, fpt * tps / peaks[b], tuple(float(r["step_s"]) for r in runs),
-                    max(compile_s) if compile_s else None,
-                    statistics.median(layer_s) if layer_s else None))
+                    d, median_s, tokens / median_s, fpt * tokens / median_s / peaks[b], tuple(samples),
+                    max(compiles) if compiles else None,
+                    statistics.median(layers) if layers else None, tuple(layers)))
             rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings),
                                   len(rung.config.moe_layers)))
     # A second peak timing after the rungs: the peak is the best the machine did in this run.
@@ -268,26 +286,37 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
     return BenchReport(tuple(rows), peaks, used, steps, repeats, dtype, notes, clock)
 
 
-def _measure(module: ModuleType, rung: Rung, dispatch: str, batch_size: int, steps: int,
-             warmup: int, dtype: str, clock: str) -> dict[str, Any]:
-    def run(n: int) -> dict[str, Any]:
-        return module.benchmark_steps(rung.config, dispatch=dispatch, batch_size=batch_size,
-                                      n_steps=n, warmup=warmup, dtype=dtype)
+Runner = Callable[[], None]
 
-    layer = getattr(module, "benchmark_moe_layer", None)  # torch only; JAX fuses the step
-    moe_layer_s = None if layer is None else layer(
-        rung.config, dispatch=dispatch, batch_size=batch_size, n_repeats=steps, warmup=warmup,
-        dtype=dtype, clock=clock)
 
-    if clock == "wall":
-        return {**run(steps), "moe_layer_s": moe_layer_s}
-    c0 = time.process_time()
-    short = run(steps)
-    c1 = time.process_time()
-    run(2 * steps)
-    c2 = time.process_time()
-    step_s = ((c2 - c1) - (c1 - c0)) / steps
-    if step_s <= 0:  # set-up costs that did not repeat (a compile cache filled by the first run)
-        step_s = float(short["step_s"])
-    return {"step_s": step_s, "tokens_per_s": batch_size * rung.config.seq_len / step_s,
-            "compile_s": short.get("compile_s"), "moe_layer_s": moe_layer_s}
+def _runners(modules: dict[str, ModuleType], supported: dict[str, list[str]], rung: Rung,
+             batch_size: int, warmup: int, dtype: str, compile_s: dict[tuple[str, str], list[float]],
+             seen: dict[tuple[str, str], list[float]], rep: int, repeats: int,
+             log: Callable[[str], None] | None) -> dict[tuple[str, str], tuple[Runner, Runner | None]]:
+    """(backend, dispatch) -> (training step, MoE layer or None), built and warmed up."""
+    runners: dict[tuple[str, str], tuple[Runner, Runner | None]] = {}
+    for b, module in modules.items():
+        for d in list(supported[b]):
+            if log:
+                log(f"{rung.name}: setting up {b} {d} (repetition {rep + 1}/{repeats})")
+            try:
+                step, info = module.step_runner(rung.config, dispatch=d, batch_size=batch_size,
+                                                warmup=warmup, dtype=dtype)
+            except ValueError:
+                if d == "fast" or seen.get((b, d)):
+                    raise
+                supported[b].remove(d)
+                continue
+            if info.get("compile_s") is not None:
+                compile_s.setdefault((b, d), []).append(float(info["compile_s"]))
+            make_layer = getattr(module, "moe_layer_runner", None)  # torch only; JAX fuses the step
+            layer = None if make_layer is None or not rung.config.moe_layers else make_layer(
+                rung.config, dispatch=d, batch_size=batch_size, warmup=warmup, dtype=dtype)
+            runners[(b, d)] = (step, layer)
+    return runners
+
+
+def _timed(run: Runner, timer: Callable[[], float]) -> float:
+    t0 = timer()
+    run()
+    return timer() - t0

@@ -300,39 +300,60 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
-def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
-                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
-    """Time full training steps (forward, backward, clip, AdamW, bias update) on random bytes.
+_BENCH_HORIZON = 1_000_000  # the lr schedule's length in a benchmark: lr sets no cost
+_BENCH_BATCHES = 4
 
-    Returns the fields of ``proxy.train_torch.benchmark_steps``: ``tokens_per_s``, ``step_s`` (and
-    ``s_per_step``) over ``n_steps`` after ``warmup`` untimed steps, and ``compile_s``, the seconds
-    to trace and compile the step (ahead of time; the persistent cache shortens repeats).
+
+def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
+                dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
+    """A ready-to-time training step, as ``proxy.train_torch.step_runner``: ``(step, info)``.
+
+    The step is compiled ahead of time here (``info["compile_s"]``, the seconds to trace and
+    compile it; the persistent cache shortens repeats); ``step()`` runs one step on the next of a
+    few random batches and blocks until its results exist.
     """
-    if n_steps <= 0 or warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need n_steps > 0, warmup >= 0, batch_size > 0; got {n_steps}, {warmup}, {batch_size}")
+    if warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
     if dispatch not in model_jax.DISPATCHES:
         raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
     hparams = TrainHParams(batch_size=batch_size)
     params, buffers, opt_state = init_state(config, hparams, seed, dtype)
     rng = np.random.default_rng(seed)
     data = [rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)).astype(np.int32)
-            for _ in range(warmup + n_steps)]
-    total = warmup + n_steps
-    hps = [hp_inputs(hparams, config, lr_at(s, total, hparams)) for s in range(total)]
+            for _ in range(_BENCH_BATCHES)]
+    hp = hp_inputs(hparams, config, lr_at(0, _BENCH_HORIZON, hparams))
     t0 = time.perf_counter()
-    fn = compiled_step(config, dispatch).lower(params, buffers, opt_state, data[0], hps[0]).compile()
+    fn = compiled_step(config, dispatch).lower(params, buffers, opt_state, data[0], hp).compile()
     compile_s = time.perf_counter() - t0
-    state = (params, buffers, opt_state)
-    for step in range(warmup):
-        *state, loss, _ = fn(*state, data[step], hps[step])
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for step in range(warmup, total):
-        *state, loss, _ = fn(*state, data[step], hps[step])
-    jax.block_until_ready((state, loss))
-    elapsed = time.perf_counter() - t0
-    return {"dispatch": dispatch, "resolved_dispatch": dispatch, "dtype": str(jax_dtype(dtype)),
-            "batch_size": batch_size, "seq_len": config.seq_len, "n_steps": n_steps,
-            "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps, "compile_s": compile_s,
-            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed,
+    state = [params, buffers, opt_state]
+    count = [0]
+
+    def step() -> None:
+        i = count[0]
+        count[0] += 1
+        *new_state, loss, _ = fn(*state, data[i % len(data)], hp)
+        jax.block_until_ready((new_state, loss))
+        state[:] = new_state
+
+    for _ in range(warmup):
+        step()
+    info = {"dispatch": dispatch, "resolved_dispatch": dispatch, "dtype": str(jax_dtype(dtype)),
+            "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": compile_s,
             "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    return step, info
+
+
+def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
+                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+    """Time ``n_steps`` consecutive steps of one ``step_runner``: its ``info`` plus ``n_steps``,
+    ``tokens_per_s`` and ``step_s`` (also ``s_per_step``), as ``proxy.train_torch.benchmark_steps``."""
+    if n_steps <= 0:
+        raise ValueError(f"need n_steps > 0, got {n_steps}")
+    step, info = step_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
+                             dtype=dtype, seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    return {**info, "n_steps": n_steps, "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps,
+            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed}

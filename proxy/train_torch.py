@@ -228,52 +228,76 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
-def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
-                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
-    """Time full training steps (forward, backward, clip, AdamW, bias update) on random bytes.
+# A horizon for the benchmark's learning-rate schedule: the lr only sets the update's size, never
+# its cost, so any long schedule will do.
+_BENCH_HORIZON = 1_000_000
+_BENCH_BATCHES = 4  # distinct random batches a step runner cycles through
 
-    Returns ``tokens_per_s`` (training tokens per second), ``step_s`` (mean seconds per step
-    over ``n_steps`` after ``warmup`` untimed steps; also as ``s_per_step``), ``compile_s`` (None:
-    eager PyTorch compiles nothing), the requested and the resolved dispatch, dtype, batch_size,
-    seq_len, n_steps and torch's thread count.
+
+def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
+                dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
+    """A ready-to-time training step: ``(step, info)``.
+
+    ``step()`` runs one full training step (forward, backward, clip, AdamW, bias update) on the
+    next of a few random byte batches and returns when it is done. ``warmup`` steps have run
+    before this returns. ``info`` holds the requested and resolved dispatch, dtype, batch_size,
+    seq_len, torch's thread count and ``compile_s`` (None: eager PyTorch compiles nothing).
     """
-    if n_steps <= 0 or warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need n_steps > 0, warmup >= 0, batch_size > 0; got {n_steps}, {warmup}, {batch_size}")
+    if warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
     hparams = TrainHParams(batch_size=batch_size)
     model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
     optimizer = build_optimizer(model, hparams)
     rng = np.random.default_rng(seed)
     data = [torch.as_tensor(rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)))
-            for _ in range(warmup + n_steps)]
-    total = warmup + n_steps
-    for step in range(warmup):
-        loss, aux = training_loss(model, data[step], hparams)
-        update(model, optimizer, loss, aux, step, total, hparams)
-    t0 = time.perf_counter()
-    for step in range(warmup, total):
-        loss, aux = training_loss(model, data[step], hparams)
-        update(model, optimizer, loss, aux, step, total, hparams)
-    elapsed = time.perf_counter() - t0
-    return {"dispatch": dispatch, "resolved_dispatch": model.dispatch, "dtype": str(dtype),
-            "batch_size": batch_size, "seq_len": config.seq_len, "n_steps": n_steps,
-            "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps, "compile_s": None,
-            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed,
+            for _ in range(_BENCH_BATCHES)]
+    count = [0]
+
+    def step() -> None:
+        i = count[0]
+        count[0] += 1
+        loss, aux = training_loss(model, data[i % len(data)], hparams)
+        update(model, optimizer, loss, aux, i, _BENCH_HORIZON, hparams)
+
+    for _ in range(warmup):
+        step()
+    info = {"dispatch": dispatch, "resolved_dispatch": model.dispatch, "dtype": str(dtype),
+            "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": None,
             "threads": torch.get_num_threads()}
+    return step, info
 
 
-def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, n_repeats: int,
-                        warmup: int = 2, dtype: str = "float32", seed: int = 0,
-                        clock: str = "wall") -> float:
-    """Seconds for one MoE layer's forward and backward (routing, dispatch, experts, combine).
+def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
+                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
+    """Time ``n_steps`` consecutive training steps of one ``step_runner``.
+
+    Returns its ``info`` plus ``n_steps``, ``tokens_per_s`` (training tokens per second) and
+    ``step_s`` (mean seconds per step, also as ``s_per_step``). ``proxy.bench`` instead
+    alternates single steps of several runners, which is what a side-by-side ratio needs.
+    """
+    if n_steps <= 0:
+        raise ValueError(f"need n_steps > 0, got {n_steps}")
+    step, info = step_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
+                             dtype=dtype, seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    return {**info, "n_steps": n_steps, "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps,
+            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed}
+
+
+def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
+                     dtype: str = "float32", seed: int = 0) -> Callable[[], None]:
+    """One MoE layer's forward and backward (routing, dispatch, experts, combine), ready to time.
 
     The part of a training step the dispatch choice changes; everything else in the step
     (attention, norms, embedding, readout, loss, AdamW) runs the same code in both dispatches,
     so the step's fast/loop ratio is this layer's diluted by that shared work. Input: unit-variance
-    hidden states of the rung's shape, as the pre-FFN RMSNorm hands the layer. ``clock`` "wall"
-    times with ``perf_counter``, "cpu" with the process CPU time (as ``proxy.bench``).
+    hidden states of the rung's shape, as the pre-FFN RMSNorm hands the layer.
     """
-    if n_repeats <= 0 or warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need n_repeats > 0, warmup >= 0, batch_size > 0; got {n_repeats}, {warmup}, {batch_size}")
+    if warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
     if not config.moe_layers:
         raise ValueError(f"config {config.name!r} has no MoE layer to time")
     model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
@@ -290,6 +314,18 @@ def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, 
 
     for _ in range(warmup):
         once()
+    return once
+
+
+def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, n_repeats: int,
+                        warmup: int = 2, dtype: str = "float32", seed: int = 0,
+                        clock: str = "wall") -> float:
+    """Mean seconds of ``n_repeats`` consecutive calls of one ``moe_layer_runner``. ``clock``
+    "wall" times with ``perf_counter``, "cpu" with the process CPU time (as ``proxy.bench``)."""
+    if n_repeats <= 0:
+        raise ValueError(f"need n_repeats > 0, got {n_repeats}")
+    once = moe_layer_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
+                            dtype=dtype, seed=seed)
     timer = time.process_time if clock == "cpu" else time.perf_counter
     t0 = timer()
     for _ in range(n_repeats):

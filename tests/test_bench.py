@@ -1,4 +1,5 @@
-"""proxy.bench against a scripted backend: interleaving order, medians, ratios and MFU by hand."""
+"""proxy.bench against a scripted backend and clock: alternation order, medians, paired ratios and
+MFU by hand."""
 
 from __future__ import annotations
 
@@ -11,66 +12,110 @@ from proxy.flops import train_flops_per_token
 from proxy.ladder import get_ladder
 
 
-def _fake_backend(calls: list, step_s: dict[str, list[float]], compile_s: float | None = None):
-    queues = {k: list(v) for k, v in step_s.items()}
+class FakeClock:
+    """A clock the scripted steps advance: perf_counter and process_time both read it."""
 
-    def benchmark_steps(config, *, dispatch, batch_size, n_steps, warmup=2, dtype="float32", seed=0):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fake_backend(calls: list, clock: FakeClock, step_s: dict[str, list[float]],
+                  compile_s: float | None = None, layer_s: dict[str, list[float]] | None = None):
+    """A backend whose steps (and MoE layers) take scripted seconds of ``clock``'s time."""
+    queues = {k: list(v) for k, v in step_s.items()}
+    layer_queues = {k: list(v) for k, v in (layer_s or {}).items()}
+
+    def step_runner(config, *, dispatch, batch_size, warmup=2, dtype="float32", seed=0):
         if dispatch not in queues:
             raise ValueError(f"dispatch must be one of {tuple(queues)}, got {dispatch!r}")
-        calls.append((config.name, dispatch, batch_size, n_steps))
-        s = queues[dispatch].pop(0)
-        return {"step_s": s, "tokens_per_s": batch_size * config.seq_len / s, "compile_s": compile_s}
+        calls.append(("setup", config.name, dispatch, batch_size, warmup))
 
-    return types.SimpleNamespace(benchmark_steps=benchmark_steps)
+        def step():
+            calls.append(("step", config.name, dispatch))
+            clock.now += queues[dispatch].pop(0)
+
+        return step, {"compile_s": compile_s, "resolved_dispatch": dispatch}
+
+    backend = types.SimpleNamespace(step_runner=step_runner)
+    if layer_s is not None:
+        def moe_layer_runner(config, *, dispatch, batch_size, warmup=2, dtype="float32", seed=0):
+            def once():
+                calls.append(("layer", config.name, dispatch))
+                clock.now += layer_queues[dispatch].pop(0)
+            return once
+        backend.moe_layer_runner = moe_layer_runner
+    return backend
+
+
+def _install(monkeypatch, backends, clock, peaks=(100e9, 120e9)):
+    peak_values = iter(peaks)  # before and after the rungs: the best is the peak
+    monkeypatch.setattr(bench, "load_backend", backends.__getitem__)
+    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
+    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: next(peak_values))
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+    monkeypatch.setattr(bench.time, "process_time", clock)
+
+
+FAST = [0.2, 0.1, 0.3, 0.2, 0.4, 0.1]
+LOOP = [0.5, 0.9, 0.4, 0.3, 0.8, 0.6]
 
 
 @pytest.fixture
 def scripted(monkeypatch):
     calls: list = []
-    peaks = iter([100e9, 120e9])  # before and after the rungs: the best (120e9) is the peak
-    backend = _fake_backend(calls, {"fast": [0.2, 0.1, 0.3], "loop": [0.5, 0.9, 0.4]})
-    monkeypatch.setattr(bench, "load_backend", lambda name: backend)
-    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
-    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: next(peaks))
+    clock = FakeClock()
+    _install(monkeypatch, {"torch": _fake_backend(calls, clock, {"fast": FAST, "loop": LOOP})}, clock)
     return calls
 
 
-def test_interleaved_medians_ratio_and_mfu(scripted):
+def test_alternating_single_steps_medians_paired_ratio_and_mfu(scripted):
     rung = get_ladder("cpu").rung("w64")
-    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=3)
-    # fast, loop, fast, loop, fast, loop: interleaved, never all of one then the other.
-    assert [c[1] for c in scripted] == ["fast", "loop"] * 3
-    assert all(c[2] == rung.batch_size and c[3] == 4 for c in scripted)
+    report = bench.bench_rungs([rung], ("torch",), steps=3, repeats=2, warmup=1)
+    # Each repetition sets up fresh runners, then alternates single steps, the order flipping
+    # each round, so neither dispatch always goes first.
+    one_rep = ([("setup", "cpu-w64", "fast", rung.batch_size, 1), ("setup", "cpu-w64", "loop", rung.batch_size, 1)]
+               + [("step", "cpu-w64", d) for d in ("fast", "loop", "loop", "fast", "fast", "loop")])
+    assert scripted == one_rep * 2
     row = report.rows[0]
     fast, loop = row.timing("fast"), row.timing("loop")
     tokens = rung.batch_size * rung.config.seq_len
-    assert fast.step_s == 0.2 and loop.step_s == 0.5                  # medians
-    assert fast.samples == (0.2, 0.1, 0.3)
-    assert fast.tokens_per_s == pytest.approx(tokens / 0.2)           # median of tokens/s
-    assert row.fast_over_loop == pytest.approx((tokens / 0.2) / (tokens / 0.5))  # 2.5
+    assert fast.samples == pytest.approx(tuple(FAST)) and loop.samples == pytest.approx(tuple(LOOP))
+    assert fast.step_s == pytest.approx(0.2) and loop.step_s == pytest.approx(0.55)   # medians
+    assert fast.tokens_per_s == pytest.approx(tokens / 0.2)
+    # The median of the per-round ratios (2.5, 9, 1.33, 1.5, 2, 6), not the ratio of the
+    # medians (2.75): a slow round slows both sides of its pair.
+    assert row.fast_over_loop == pytest.approx(2.25)
     assert report.peak_flops == {"torch": 120e9}
     assert fast.mfu == pytest.approx(train_flops_per_token(rung.config) * tokens / 0.2 / 120e9)
     table = report.table()
-    assert "w64" in table and "2.50x" in table and "120 GFLOP/s" in table
-    data = report.to_dict()
-    assert data["rows"][0]["fast_over_loop"] == pytest.approx(2.5)
+    assert "w64" in table and "2.25x" in table and "120 GFLOP/s" in table and "3 rounds x 2" in table
+    assert report.to_dict()["rows"][0]["fast_over_loop"] == pytest.approx(2.25)
+
+
+def test_paired_ratio_needs_matching_samples():
+    assert bench.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
+    with pytest.raises(ValueError, match="paired"):
+        bench.paired_ratio([1.0], [1.0, 2.0])
 
 
 def test_two_backends_are_compared(monkeypatch):
     calls: list = []
-    torch_like = _fake_backend(calls, {"fast": [0.2, 0.4], "loop": [0.4, 0.8]})
-    jax_like = _fake_backend(calls, {"fast": [0.1, 0.1]}, compile_s=4.0)  # no loop dispatch
-    monkeypatch.setattr(bench, "load_backend", {"torch": torch_like, "jax": jax_like}.__getitem__)
-    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
-    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 100e9)
+    clock = FakeClock()
+    torch_like = _fake_backend(calls, clock, {"fast": [0.2, 0.4, 0.2, 0.4], "loop": [0.4, 0.8, 0.4, 0.8]})
+    jax_like = _fake_backend(calls, clock, {"fast": [0.1, 0.1, 0.05, 0.1]}, compile_s=4.0)  # no loop
+    _install(monkeypatch, {"torch": torch_like, "jax": jax_like}, clock, peaks=(100e9,) * 4)
     cpu = get_ladder("cpu")
-    report = bench.bench_rungs([cpu.rung("w32"), cpu.rung("w48")], ("torch", "jax"), repeats=1)
-    assert [c[1] for c in calls] == ["fast", "loop", "fast", "fast", "loop", "fast"]
-    assert report.jax_vs_torch() == {"w32": pytest.approx(2.0), "w48": pytest.approx(4.0)}
+    report = bench.bench_rungs([cpu.rung("w32"), cpu.rung("w48")], ("torch", "jax"), steps=2, repeats=1)
+    steps = [c[2] for c in calls if c[0] == "step"]
+    assert steps == ["fast", "loop", "fast", "fast", "loop", "fast"] * 2   # torch f, l, jax f; reversed
+    assert report.jax_vs_torch() == {"w32": pytest.approx(3.0), "w48": pytest.approx(4.0)}  # medians of (2, 4), (4, 4)
     assert report.rows[1].timing("fast").compile_s == 4.0
     assert report.rows[1].fast_over_loop is None and report.rows[0].fast_over_loop == pytest.approx(2.0)
     table = report.table()
-    assert "JAX fast step time: w32 2.00x" in table and "jax: no per-expert loop" in table
+    assert "JAX fast step time: w32 3.00x" in table and "jax: no per-expert loop" in table
 
 
 @pytest.mark.parametrize("kwargs, field", [({"steps": 0}, "steps"), ({"repeats": 0}, "repeats"),
@@ -85,22 +130,16 @@ def test_unknown_backend_is_refused():
         bench.set_threads("simulated", 1)
 
 
-def test_cpu_clock_differences_two_run_lengths(monkeypatch):
-    # A scripted CPU clock: each benchmark_steps call costs 3 s of set-up plus 0.25 s per step
-    # (0.5 s for the loop); differencing runs of n and 2n steps must recover the step alone.
-    now = [0.0]
-    per_step = {"fast": 0.25, "loop": 0.5}
-
-    def benchmark_steps(config, *, dispatch, batch_size, n_steps, warmup=2, dtype="float32", seed=0):
-        now[0] += 3.0 + per_step[dispatch] * (n_steps + warmup)
-        return {"step_s": 99.0, "tokens_per_s": 1.0, "compile_s": None}
-
-    monkeypatch.setattr(bench, "load_backend", lambda name: types.SimpleNamespace(benchmark_steps=benchmark_steps))
-    monkeypatch.setattr(bench, "set_threads", lambda name, n: 1)
-    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 50e9)
-    monkeypatch.setattr(bench.time, "process_time", lambda: now[0])
+def test_cpu_clock_times_steps_in_process_time(monkeypatch):
+    # Wall time runs ten times faster than CPU time here (other tenants): the cpu clock must
+    # report the CPU seconds the scripted steps spent.
+    calls: list = []
+    cpu_clock = FakeClock()
+    backend = _fake_backend(calls, cpu_clock, {"fast": [0.25] * 4, "loop": [0.5] * 4})
+    _install(monkeypatch, {"torch": backend}, cpu_clock, peaks=(50e9, 50e9))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: 10 * cpu_clock.now)
     rung = get_ladder("cpu").rung("w32")
-    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=2, clock="cpu", threads=1)
+    report = bench.bench_rungs([rung], ("torch",), steps=2, repeats=2, clock="cpu", threads=1)
     fast, loop = report.rows[0].timing("fast"), report.rows[0].timing("loop")
     assert fast.step_s == pytest.approx(0.25) and loop.step_s == pytest.approx(0.5)
     assert fast.tokens_per_s == pytest.approx(rung.batch_size * rung.config.seq_len / 0.25)
@@ -111,36 +150,32 @@ def test_cpu_clock_differences_two_run_lengths(monkeypatch):
 
 
 def test_moe_layer_times_bound_and_share(monkeypatch):
-    # A backend that also times one MoE layer: its medians, the layer's loop/fast ratio and the
-    # MoE share of the fast step follow by hand from the scripted seconds.
+    # A backend that also times one MoE layer: its medians, the layer's paired loop/fast ratio
+    # and the MoE share of the fast step follow by hand from the scripted seconds.
     calls: list = []
-    backend = _fake_backend(calls, {"fast": [0.2, 0.1, 0.3], "loop": [0.5, 0.9, 0.4]})
-    layer_s = {"fast": [0.02, 0.03, 0.01], "loop": [0.05, 0.04, 0.06]}
-
-    def benchmark_moe_layer(config, *, dispatch, batch_size, n_repeats, warmup=2, dtype="float32",
-                            seed=0, clock="wall"):
-        calls.append((config.name, f"layer-{dispatch}", batch_size, n_repeats))
-        return layer_s[dispatch].pop(0)
-
-    backend.benchmark_moe_layer = benchmark_moe_layer
-    monkeypatch.setattr(bench, "load_backend", lambda name: backend)
-    monkeypatch.setattr(bench, "set_threads", lambda name, n: 2)
-    monkeypatch.setattr(bench, "matmul_peak", lambda name, **kw: 100e9)
+    clock = FakeClock()
+    backend = _fake_backend(calls, clock, {"fast": [0.2, 0.1, 0.3], "loop": [0.5, 0.9, 0.4]},
+                            layer_s={"fast": [0.02, 0.03, 0.01], "loop": [0.05, 0.04, 0.06]})
+    _install(monkeypatch, {"torch": backend}, clock)
     rung = get_ladder("cpu").rung("w64")
-    report = bench.bench_rungs([rung], ("torch",), steps=4, repeats=3)
-    # The layer is timed next to each step measurement, so it is interleaved too.
-    assert [c[1] for c in calls] == ["layer-fast", "fast", "layer-loop", "loop"] * 3
+    report = bench.bench_rungs([rung], ("torch",), steps=3, repeats=1)
+    # Each round times the steps, then the layers, in the round's order.
+    timed = [(c[0], c[2]) for c in calls if c[0] != "setup"]
+    assert timed == [("step", "fast"), ("step", "loop"), ("layer", "fast"), ("layer", "loop"),
+                     ("step", "loop"), ("step", "fast"), ("layer", "loop"), ("layer", "fast"),
+                     ("step", "fast"), ("step", "loop"), ("layer", "fast"), ("layer", "loop")]
     row = report.rows[0]
     assert row.n_moe_layers == rung.config.n_layers == 4          # every CPU-rung block is MoE
-    assert row.timing("fast").moe_layer_s == 0.02 and row.timing("loop").moe_layer_s == 0.05
-    assert row.moe_fast_over_loop == pytest.approx(2.5)
+    assert row.timing("fast").moe_layer_s == pytest.approx(0.02)
+    assert row.timing("loop").moe_layer_s == pytest.approx(0.05)
+    assert row.moe_fast_over_loop == pytest.approx(2.5)            # median of 2.5, 1.33, 6
     assert row.moe_share("fast") == pytest.approx(4 * 0.02 / 0.2)
     assert "2.50x" in report.table() and "40%" in report.table() and "diluted" in report.table()
     assert report.to_dict()["rows"][0]["moe_share_fast"] == pytest.approx(0.4)
 
 
 def test_backend_without_a_layer_timer_leaves_the_columns_empty(scripted):
-    report = bench.bench_rungs([get_ladder("cpu").rung("w32")], ("torch",), repeats=3)
+    report = bench.bench_rungs([get_ladder("cpu").rung("w32")], ("torch",), steps=3, repeats=2)
     row = report.rows[0]
     assert row.moe_fast_over_loop is None and row.moe_share("fast") is None
     assert "diluted" not in report.table()

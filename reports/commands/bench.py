@@ -16,27 +16,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench", help="benchmark training-step throughput: fast dispatch vs per-expert loop, MFU",
         description="For each rung, time full training steps with the fast expert dispatch and "
-                    "with the per-expert loop, interleaved and repeated (medians), and report "
-                    "tokens/s, their ratio and model-FLOPs utilisation against a large matmul "
-                    "timed in the same framework and run.")
+                    "with the per-expert loop, single steps alternating between the two (so a "
+                    "slow spell on a shared machine hits both), and report tokens/s (medians), "
+                    "their ratio (the median of the per-round ratios) and model-FLOPs "
+                    "utilisation against a large matmul timed in the same framework and run.")
     p.add_argument("--backend", choices=("torch", "jax", "both"), default="torch",
                    help="framework to time; 'both' also compares JAX with torch (default: torch)")
     p.add_argument("--ladder", default="cpu", choices=ladder_names(),
                    help="preset ladder whose rungs are timed (default: cpu)")
     p.add_argument("--rungs", nargs="+", metavar="NAME",
                    help="rung names to time (default: every rung of the ladder)")
-    p.add_argument("--steps", type=int, default=5,
-                   help="timed training steps per measurement (default: 5)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="rounds per repetition; in each round every dispatch runs one timed "
+                        "training step, and on torch one timed MoE layer (default: 10)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="sequences per step; 0 (default) uses each rung's batch size")
     p.add_argument("--repeats", type=int, default=3,
-                   help="interleaved fast/loop repetitions whose medians are reported (default: 3)")
+                   help="repetitions, each with freshly built and warmed-up models; medians "
+                        "and ratios pool the rounds of all of them (default: 3)")
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op CPU threads for torch; 0 (default) keeps its default")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall (default): wall-clock step times; cpu: process CPU time per step, "
-                        "differenced over two run lengths, for a shared loaded machine (use with "
-                        "--threads 1)")
+                   help="wall (default): wall-clock step times; cpu: process CPU time of each "
+                        "step, for a shared loaded machine (use with --threads 1)")
     p.add_argument("--json", metavar="PATH", help="also write the table as JSON here")
     p.set_defaults(func=run)
 
