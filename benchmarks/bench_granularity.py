@@ -2,11 +2,12 @@
 
 A cpu-ladder rung (default w96) is rebuilt with E experts top-k of width d_model * 8 / E
 (k = E / 4), so total and active parameters stay (almost) those of the 8-expert top-2 rung, and
-every variant is timed with ``proxy.bench.bench_rungs``: training steps of the fast dispatch and
-of the per-expert loop, interleaved in one run, medians. What it shows: the loop pays per
-expert, so the ratio grows with the expert count; the fast path's own speed falls a little.
+every variant is timed with ``proxy.bench.bench_rungs``: single training steps of the fast
+dispatch and of the per-expert loop alternating in one run, medians and paired ratios. What it
+shows: the loop pays per expert, so the ratio grows with the expert count; the fast path's own
+speed falls a little.
 
-    python benchmarks/bench_granularity.py --width 96
+    python benchmarks/bench_granularity.py --width 96 --steps 15
     python benchmarks/bench_granularity.py --width 96 --experts 8 16 32 --backend both
 """
 
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=96, help="cpu-ladder width (default: 96)")
     ap.add_argument("--experts", type=int, nargs="+", default=[8, 16, 32], help="expert counts (multiples of 4)")
     ap.add_argument("--backend", choices=("torch", "both"), default="torch")
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=10, help="alternating rounds per repetition")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="framework threads; 0 keeps the default")
     args = ap.parse_args(argv)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 from proxy import __version__
 
@@ -50,18 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM). A BaseException, as KeyboardInterrupt, so that no
+    `except Exception` on the way (a trial's error handling) swallows it."""
+
+
+def _stop_workers_and_raise(signum: int, frame: Any) -> None:
+    """SIGTERM: stop this process's worker processes (sweep, lr-transfer, fits), then unwind.
+
+    A terminal's Ctrl-C reaches the whole process group, workers included; a SIGTERM (a job
+    scheduler, ``kill``) reaches only this process, and without this its workers would finish
+    their current trials on their own. A sweep trial cut short this way is left RUNNING in the
+    store, and the next sweep's heartbeat check marks it failed and retries it.
+    """
+    for child in multiprocessing.active_children():
+        child.terminate()
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_workers_and_raise) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"ladder {args.command}: terminated; worker processes stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except (ValueError, FileNotFoundError) as exc:
         # Bad input: one clear line naming what is wrong, non-zero exit, no traceback.
         print(f"ladder {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

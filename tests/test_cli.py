@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -98,3 +100,53 @@ def test_train_end_to_end_writes_a_result_that_round_trips(tmp_path):
     assert 3.0 < result.final_loss < 6.5
     again, prov2 = read_result_json(path)
     assert again == result and prov2 == prov
+
+
+_SIGTERM_PARENT = r"""
+import argparse, multiprocessing as mp, sys, time
+from reports import cli
+
+def spawn_and_wait(args):
+    child = mp.get_context("spawn").Process(target=time.sleep, args=(120,))
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(120)
+    return 0
+
+def parser():
+    p = argparse.ArgumentParser(prog="ladder")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("work").set_defaults(func=spawn_and_wait)
+    return p
+
+cli.build_parser = parser
+sys.exit(cli.main(["work"]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_stops_the_worker_processes_too(tmp_path):
+    # A SIGTERM reaches only the parent; without the handler its spawned workers would run on.
+    script = tmp_path / "parent.py"
+    script.write_text(_SIGTERM_PARENT)
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as parent:
+        try:
+            child = int(parent.stdout.readline())
+            assert _alive(child)
+            parent.send_signal(signal.SIGTERM)
+            assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+            assert "terminated; worker processes stopped" in parent.stderr.read()
+            deadline = time.monotonic() + 10
+            while _alive(child) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(child)
+        finally:
+            parent.kill()
