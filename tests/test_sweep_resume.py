@@ -111,3 +111,25 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert len({t.number for t in after.values()}) == len(after)
+
+
+def test_a_trial_killed_before_its_first_heartbeat_goes_stale_and_is_retried(tmp_path):
+    # The worker "dies" right after ask, before it records a heartbeat: Optuna alone never
+    # counts such a trial stale, and a resumed sweep would wait for it forever.
+    from proxy.sweep.runner import quiet_optuna
+    from proxy.sweep.store import fail_stale, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=1)
+    study = optuna.create_study(study_name="orphan", storage=storage)
+    with quiet_optuna():  # the runner's own ask, as in sweep_rung
+        orphan = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        fail_stale(study)
+        if storage.get_trial(orphan._trial_id).state != TrialState.RUNNING:
+            break
+        time.sleep(0.25)
+    assert storage.get_trial(orphan._trial_id).state == TrialState.FAIL
+    retries = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+    assert len(retries) == 1 and retries[0].system_attrs.get("failed_trial") == orphan.number
+    assert retries[0].params == orphan.params

@@ -9,7 +9,8 @@ Stale trials: the store is opened with a heartbeat (``heartbeat_interval`` secon
 trial whose heartbeat is older than the grace period (``2 * interval``, at least interval + 2 s)
 belongs to a dead worker; ``fail_stale`` marks it FAIL and Optuna's
 ``RetryHeartbeatStaleTrialCallback`` enqueues a WAITING copy with the same parameters, so the
-next ``ask`` retries exactly that point.
+next ``ask`` retries exactly that point. A RUNNING trial that never beat (its worker died
+right after ``ask``) is given one heartbeat when first seen, so it goes stale too.
 """
 
 from __future__ import annotations
@@ -165,14 +166,33 @@ def experiment_study_names(storage: Any, experiment: str) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies() if s.study_name.startswith(prefix))
 
 
+_GIVEN_A_HEARTBEAT: set[tuple[int, int]] = set()  # (id(storage), trial id), this process
+
+
 def fail_stale(study: Any) -> None:
-    """Fail the stale RUNNING trials of ``study`` and enqueue their retries (see module doc)."""
+    """Fail the stale RUNNING trials of ``study`` and enqueue their retries (see module doc).
+
+    A worker killed between ``ask`` and its trial's first heartbeat leaves a RUNNING trial
+    with no heartbeat at all, which Optuna never counts as stale: a resumed sweep would wait
+    for it forever. So, after failing the stale ones, the first time this process sees a
+    RUNNING trial it records a heartbeat on the trial's behalf. A dead worker's trial then goes
+    stale one grace period later; a live worker beats anyway, and an extra beat changes nothing.
+    """
     import optuna
     from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
 
+    storage = study._storage
+    if storage.get_heartbeat_interval() is None:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        key = (id(storage), trial._trial_id)
+        if key not in _GIVEN_A_HEARTBEAT:
+            _GIVEN_A_HEARTBEAT.add(key)
+            storage.record_heartbeat(trial._trial_id)
 
 
 def close_all() -> None:
