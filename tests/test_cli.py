@@ -119,8 +119,9 @@ def parser():
     sub.add_parser("work").set_defaults(func=spawn_and_wait)
     return p
 
-cli.build_parser = parser
-sys.exit(cli.main(["work"]))
+if __name__ == "__main__":  # a spawned child imports this file too
+    cli.build_parser = parser
+    sys.exit(cli.main(["work"]))
 """
 
 
@@ -138,15 +139,20 @@ def test_sigterm_stops_the_worker_processes_too(tmp_path):
     script.write_text(_SIGTERM_PARENT)
     with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as parent:
+        child = None
         try:
             child = int(parent.stdout.readline())
-            assert _alive(child)
+            time.sleep(1.0)
+            assert _alive(child)  # the child is up and sleeping, not dying on its own
             parent.send_signal(signal.SIGTERM)
-            assert parent.wait(timeout=30) == 128 + signal.SIGTERM
-            assert "terminated; worker processes stopped" in parent.stderr.read()
+            status = parent.wait(timeout=30)
             deadline = time.monotonic() + 10
             while _alive(child) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not _alive(child)
+            assert status == 128 + signal.SIGTERM
+            assert "terminated; worker processes stopped" in parent.stderr.read()
         finally:
             parent.kill()
+            if child is not None and _alive(child):
+                os.kill(child, signal.SIGKILL)  # never leave a sleeper behind, even on failure
