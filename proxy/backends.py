@@ -6,7 +6,15 @@ when something asks to train with it. Every backend module exposes
     train(config: ModelConfig, hparams: TrainHParams, data: MixtureData, seed: int,
           *, progress: Callable[[int, int, float], None] | None = None) -> TrainResult
 
-where ``progress(step, total_steps, train_loss)`` is called as training goes.
+where ``progress(step, total_steps, train_loss)`` is called as training goes. The framework
+backends (torch, jax) also expose, for ``proxy.bench``,
+
+    step_runner(config, *, dispatch, batch_size, warmup=2, dtype="float32", seed=0)
+        -> (step: Callable[[], None], info: dict)
+
+a built, warmed-up training step on random bytes that runs one step per call and returns when
+it is done (``info`` holds the resolved dispatch and ``compile_s``), and torch also
+``moe_layer_runner(...) -> Callable[[], None]``, one MoE layer's forward and backward.
 """
 
 from __future__ import annotations
