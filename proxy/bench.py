@@ -247,8 +247,12 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
         layer_s: dict[tuple[str, str], list[float]] = {}
         compile_s: dict[tuple[str, str], list[float]] = {}
         for rep in range(repeats):
-            runners = _runners(modules, supported, rung, bs, warmup, dtype, compile_s, step_s, rep,
-                               repeats, log)
+            if log:
+                log(f"{rung.name}: setting up the runners (repetition {rep + 1}/{repeats})")
+            runners = _runners(modules, supported, rung, bs, warmup, dtype, first=rep == 0)
+            for key, (_, _, compiled) in runners.items():
+                if compiled is not None:
+                    compile_s.setdefault(key, []).append(compiled)
             keys = list(runners)
             if log:
                 log(f"{rung.name}: {steps} rounds of {', '.join(f'{b} {d}' for b, d in keys)} "
@@ -258,8 +262,9 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                 for key in order:
                     step_s.setdefault(key, []).append(_timed(runners[key][0], timer))
                 for key in order:
-                    if runners[key][1] is not None:
-                        layer_s.setdefault(key, []).append(_timed(runners[key][1], timer))
+                    layer = runners[key][1]
+                    if layer is not None:
+                        layer_s.setdefault(key, []).append(_timed(layer, timer))
             del runners  # the next repetition's models replace these
         counts = param_counts(rung.config)
         fpt = train_flops_per_token(rung.config)
@@ -290,29 +295,27 @@ Runner = Callable[[], None]
 
 
 def _runners(modules: dict[str, ModuleType], supported: dict[str, list[str]], rung: Rung,
-             batch_size: int, warmup: int, dtype: str, compile_s: dict[tuple[str, str], list[float]],
-             seen: dict[tuple[str, str], list[float]], rep: int, repeats: int,
-             log: Callable[[str], None] | None) -> dict[tuple[str, str], tuple[Runner, Runner | None]]:
-    """(backend, dispatch) -> (training step, MoE layer or None), built and warmed up."""
-    runners: dict[tuple[str, str], tuple[Runner, Runner | None]] = {}
+             batch_size: int, warmup: int, dtype: str, *, first: bool
+             ) -> dict[tuple[str, str], tuple[Runner, Runner | None, float | None]]:
+    """(backend, dispatch) -> (training step, MoE layer or None, compile seconds or None), built
+    and warmed up. On the ``first`` repetition a backend that refuses a dispatch other than
+    "fast" with a ValueError loses it from ``supported``; later, a refusal is an error."""
+    runners: dict[tuple[str, str], tuple[Runner, Runner | None, float | None]] = {}
     for b, module in modules.items():
         for d in list(supported[b]):
-            if log:
-                log(f"{rung.name}: setting up {b} {d} (repetition {rep + 1}/{repeats})")
             try:
                 step, info = module.step_runner(rung.config, dispatch=d, batch_size=batch_size,
                                                 warmup=warmup, dtype=dtype)
             except ValueError:
-                if d == "fast" or seen.get((b, d)):
+                if d == "fast" or not first:
                     raise
                 supported[b].remove(d)
                 continue
-            if info.get("compile_s") is not None:
-                compile_s.setdefault((b, d), []).append(float(info["compile_s"]))
             make_layer = getattr(module, "moe_layer_runner", None)  # torch only; JAX fuses the step
             layer = None if make_layer is None or not rung.config.moe_layers else make_layer(
                 rung.config, dispatch=d, batch_size=batch_size, warmup=warmup, dtype=dtype)
-            runners[(b, d)] = (step, layer)
+            compiled = info.get("compile_s")
+            runners[(b, d)] = (step, layer, None if compiled is None else float(compiled))
     return runners
 
 

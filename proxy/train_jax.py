@@ -341,19 +341,3 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
             "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": compile_s,
             "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     return step, info
-
-
-def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
-                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
-    """Time ``n_steps`` consecutive steps of one ``step_runner``: its ``info`` plus ``n_steps``,
-    ``tokens_per_s`` and ``step_s`` (also ``s_per_step``), as ``proxy.train_torch.benchmark_steps``."""
-    if n_steps <= 0:
-        raise ValueError(f"need n_steps > 0, got {n_steps}")
-    step, info = step_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
-                             dtype=dtype, seed=seed)
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        step()
-    elapsed = time.perf_counter() - t0
-    return {**info, "n_steps": n_steps, "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps,
-            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed}

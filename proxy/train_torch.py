@@ -267,26 +267,6 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
     return step, info
 
 
-def benchmark_steps(config: ModelConfig, *, dispatch: str, batch_size: int, n_steps: int, warmup: int = 2,
-                    dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
-    """Time ``n_steps`` consecutive training steps of one ``step_runner``.
-
-    Returns its ``info`` plus ``n_steps``, ``tokens_per_s`` (training tokens per second) and
-    ``step_s`` (mean seconds per step, also as ``s_per_step``). ``proxy.bench`` instead
-    alternates single steps of several runners, which is what a side-by-side ratio needs.
-    """
-    if n_steps <= 0:
-        raise ValueError(f"need n_steps > 0, got {n_steps}")
-    step, info = step_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
-                             dtype=dtype, seed=seed)
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        step()
-    elapsed = time.perf_counter() - t0
-    return {**info, "n_steps": n_steps, "step_s": elapsed / n_steps, "s_per_step": elapsed / n_steps,
-            "tokens_per_s": n_steps * batch_size * config.seq_len / elapsed}
-
-
 def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
                      dtype: str = "float32", seed: int = 0) -> Callable[[], None]:
     """One MoE layer's forward and backward (routing, dispatch, experts, combine), ready to time.
@@ -315,19 +295,3 @@ def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, war
     for _ in range(warmup):
         once()
     return once
-
-
-def benchmark_moe_layer(config: ModelConfig, *, dispatch: str, batch_size: int, n_repeats: int,
-                        warmup: int = 2, dtype: str = "float32", seed: int = 0,
-                        clock: str = "wall") -> float:
-    """Mean seconds of ``n_repeats`` consecutive calls of one ``moe_layer_runner``. ``clock``
-    "wall" times with ``perf_counter``, "cpu" with the process CPU time (as ``proxy.bench``)."""
-    if n_repeats <= 0:
-        raise ValueError(f"need n_repeats > 0, got {n_repeats}")
-    once = moe_layer_runner(config, dispatch=dispatch, batch_size=batch_size, warmup=warmup,
-                            dtype=dtype, seed=seed)
-    timer = time.process_time if clock == "cpu" else time.perf_counter
-    t0 = timer()
-    for _ in range(n_repeats):
-        once()
-    return (timer() - t0) / n_repeats

@@ -95,7 +95,9 @@ def test_clipping_and_adamw_match_numpy():
     assert {rules[n].lr_mult for n in flat} == {1.0, 0.5}
 
 
-def test_benchmark_steps_reports_compile_time():
-    out = TJ.benchmark_steps(CONFIG, dispatch="fast", batch_size=2, n_steps=2, warmup=1)
-    assert out["compile_s"] > 0 and out["tokens_per_s"] > 0 and out["step_s"] > 0
-    assert out["tokens_per_s"] == pytest.approx(2 * CONFIG.seq_len / out["step_s"])
+def test_step_runner_reports_compile_time_and_refuses_a_loop_dispatch():
+    step, info = TJ.step_runner(CONFIG, dispatch="fast", batch_size=2, warmup=1)
+    assert info["compile_s"] > 0 and info["resolved_dispatch"] == "fast"
+    assert step() is None
+    with pytest.raises(ValueError, match="dispatch"):   # proxy.bench relies on this refusal
+        TJ.step_runner(CONFIG, dispatch="loop", batch_size=2)

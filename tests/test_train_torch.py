@@ -199,18 +199,25 @@ def test_clip_gradients_formula_and_disable():
 
 
 @pytest.mark.parametrize("dispatch", ["fast", "loop"])
-def test_benchmark_steps_reports_throughput(dispatch):
-    out = T.benchmark_steps(TINY, dispatch=dispatch, batch_size=2, n_steps=2, warmup=1)
-    assert out["tokens_per_s"] > 0 and out["step_s"] > 0
-    assert out["tokens_per_s"] == pytest.approx(2 * TINY.seq_len / out["step_s"])
-    assert out["resolved_dispatch"] == ("grouped" if dispatch == "fast" else "loop")
-    with pytest.raises(ValueError, match="n_steps"):
-        T.benchmark_steps(TINY, dispatch=dispatch, batch_size=2, n_steps=0)
+def test_step_runner_warms_up_then_trains_one_step_per_call(dispatch, monkeypatch):
+    updates = []
+    real_update = T.update
+    monkeypatch.setattr(T, "update", lambda *a, **k: (updates.append(a[4]), real_update(*a, **k)))
+    step, info = T.step_runner(TINY, dispatch=dispatch, batch_size=2, warmup=2)
+    assert updates == [0, 1]                      # the warm-up steps, done before it returns
+    step()
+    step()
+    assert updates == [0, 1, 2, 3]                # one optimiser step per call
+    assert info["resolved_dispatch"] == ("grouped" if dispatch == "fast" else "loop")
+    assert info["compile_s"] is None and info["batch_size"] == 2
+    for bad in ({"warmup": -1}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="warmup|batch_size"):
+            T.step_runner(TINY, dispatch=dispatch, **{"batch_size": 2, **bad})
 
 
-@pytest.mark.parametrize("clock", ["wall", "cpu"])
-def test_benchmark_moe_layer_times_a_forward_and_backward(clock):
-    seconds = T.benchmark_moe_layer(TINY, dispatch="fast", batch_size=2, n_repeats=2, warmup=1, clock=clock)
-    assert 0 < seconds < 10
-    with pytest.raises(ValueError, match="n_repeats"):
-        T.benchmark_moe_layer(TINY, dispatch="loop", batch_size=2, n_repeats=0)
+def test_moe_layer_runner_runs_a_forward_and_backward():
+    once = T.moe_layer_runner(TINY, dispatch="fast", batch_size=2, warmup=1)
+    assert once() is None
+    with pytest.raises(ValueError, match="no MoE layer"):
+        T.moe_layer_runner(TINY.replace(n_dense_layers=TINY.n_layers, d_dense_ff=8), dispatch="loop",
+                           batch_size=2)
