@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     import torch
 
     from proxy import model_torch
+    from proxy.bench import paired_ratio
     from proxy.ladder import get_ladder
     from proxy.train_torch import step_runner
 
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
             times[key].append(time.perf_counter() - t0)
 
     def ratio(a, b):
-        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+        return paired_ratio(times[a], times[b])
 
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(f"{rung.name}, {torch.get_num_threads()} threads, {args.rounds} rounds (medians, ms per step):")
