@@ -97,7 +97,7 @@ def buffer_specs(config: ModelConfig) -> tuple[BufferSpec, ...]:
     if not config.bias_balancing:
         return ()
     return tuple(BufferSpec(f"blocks.{i}.moe.expert_bias", (config.n_experts,), i)
-                 for i in range(config.n_layers) if config.is_moe_layer(i))
+                 for i in config.moe_layers)
 
 
 def spec_by_name(config: ModelConfig) -> dict[str, ParamSpec]:

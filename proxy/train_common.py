@@ -6,6 +6,7 @@ the data stream, the divergence rule, the routing statistics and the ``TrainResu
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -107,3 +108,34 @@ def assemble_result(*, config: ModelConfig, hparams: TrainHParams, backend: str,
         backend=backend, diverged=diverged_step is not None, diverged_step=diverged_step,
         divergence_reason=reason, params_total=counts.total, params_active=counts.active,
         config=config.to_dict(), hparams=hparams.to_dict())
+
+
+# --------------------------------------------------------------------------------------
+# Benchmark steps (each trainer's ``step_runner``, timed by ``proxy.bench``)
+# --------------------------------------------------------------------------------------
+# The learning-rate schedule's length in a benchmark: the lr sets an update's size, never its
+# cost, so any long schedule will do.
+BENCH_HORIZON = 1_000_000
+
+
+def bench_batches(config: ModelConfig, batch_size: int, warmup: int, seed: int,
+                  n: int = 4) -> list[np.ndarray]:
+    """The ``n`` random byte batches (batch_size, seq_len + 1) a step runner cycles through;
+    checks the runner's ``warmup`` and ``batch_size`` first."""
+    if warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)) for _ in range(n)]
+
+
+def warmed_up(step_at: Callable[[int], None], warmup: int) -> Callable[[], None]:
+    """A callable running ``step_at(0)``, ``step_at(1)``, ... one per call, the first ``warmup``
+    of them already run."""
+    counter = itertools.count()
+
+    def step() -> None:
+        step_at(next(counter))
+
+    for _ in range(warmup):
+        step()
+    return step

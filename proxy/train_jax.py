@@ -56,8 +56,9 @@ from proxy.init import init_params as draw_init_params  # noqa: E402
 from proxy.model_jax import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
 from proxy.parametrization import param_rules  # noqa: E402
 from proxy.result import ExpertLoad, TrainResult  # noqa: E402
-from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load,  # noqa: E402
-                                final_evaluation, next_batch, total_steps)
+from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches,  # noqa: E402
+                                divergence_reason, expert_load, final_evaluation, next_batch,
+                                total_steps, warmed_up)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "jax"
@@ -300,10 +301,6 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
-_BENCH_HORIZON = 1_000_000  # the lr schedule's length in a benchmark: lr sets no cost
-_BENCH_BATCHES = 4
-
-
 def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
                 dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
     """A ready-to-time training step, as ``proxy.train_torch.step_runner``: ``(step, info)``.
@@ -312,31 +309,23 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
     compile it; the persistent cache shortens repeats); ``step()`` runs one step on the next of a
     few random batches and blocks until its results exist.
     """
-    if warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+    data = [b.astype(np.int32) for b in bench_batches(config, batch_size, warmup, seed)]
     if dispatch not in model_jax.DISPATCHES:
         raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
     hparams = TrainHParams(batch_size=batch_size)
     params, buffers, opt_state = init_state(config, hparams, seed, dtype)
-    rng = np.random.default_rng(seed)
-    data = [rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)).astype(np.int32)
-            for _ in range(_BENCH_BATCHES)]
-    hp = hp_inputs(hparams, config, lr_at(0, _BENCH_HORIZON, hparams))
+    hp = hp_inputs(hparams, config, lr_at(0, BENCH_HORIZON, hparams))
     t0 = time.perf_counter()
     fn = compiled_step(config, dispatch).lower(params, buffers, opt_state, data[0], hp).compile()
     compile_s = time.perf_counter() - t0
     state = [params, buffers, opt_state]
-    count = [0]
 
-    def step() -> None:
-        i = count[0]
-        count[0] += 1
+    def step_at(i: int) -> None:
         *new_state, loss, _ = fn(*state, data[i % len(data)], hp)
         jax.block_until_ready((new_state, loss))
         state[:] = new_state
 
-    for _ in range(warmup):
-        step()
+    step = warmed_up(step_at, warmup)
     info = {"dispatch": dispatch, "resolved_dispatch": dispatch, "dtype": str(jax_dtype(dtype)),
             "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": compile_s,
             "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}

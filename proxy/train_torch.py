@@ -42,8 +42,8 @@ from proxy.init import init_params as draw_init_params
 from proxy.model_torch import TorchMoEModel
 from proxy.parametrization import param_rules
 from proxy.result import ExpertLoad, TrainResult
-from proxy.train_common import (assemble_result, batch_stream, divergence_reason, expert_load, final_evaluation,
-                                next_batch, total_steps)
+from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches, divergence_reason,
+                                expert_load, final_evaluation, next_batch, total_steps, warmed_up)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "torch"
@@ -58,10 +58,6 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(torch, str(dtype))
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------
@@ -164,12 +160,6 @@ def evaluate(model: TorchMoEModel, eval_sets: Mapping[str, np.ndarray], batch_si
     return per_domain, expert_load(fractions, dropped, balance)
 
 
-
-
-
-
-
-
 # --------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------
@@ -228,12 +218,6 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
 
 
-# A horizon for the benchmark's learning-rate schedule: the lr only sets the update's size, never
-# its cost, so any long schedule will do.
-_BENCH_HORIZON = 1_000_000
-_BENCH_BATCHES = 4  # distinct random batches a step runner cycles through
-
-
 def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
                 dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
     """A ready-to-time training step: ``(step, info)``.
@@ -243,24 +227,16 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
     before this returns. ``info`` holds the requested and resolved dispatch, dtype, batch_size,
     seq_len, torch's thread count and ``compile_s`` (None: eager PyTorch compiles nothing).
     """
-    if warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+    data = [torch.as_tensor(b) for b in bench_batches(config, batch_size, warmup, seed)]
     hparams = TrainHParams(batch_size=batch_size)
     model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
     optimizer = build_optimizer(model, hparams)
-    rng = np.random.default_rng(seed)
-    data = [torch.as_tensor(rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)))
-            for _ in range(_BENCH_BATCHES)]
-    count = [0]
 
-    def step() -> None:
-        i = count[0]
-        count[0] += 1
+    def step_at(i: int) -> None:
         loss, aux = training_loss(model, data[i % len(data)], hparams)
-        update(model, optimizer, loss, aux, i, _BENCH_HORIZON, hparams)
+        update(model, optimizer, loss, aux, i, BENCH_HORIZON, hparams)
 
-    for _ in range(warmup):
-        step()
+    step = warmed_up(step_at, warmup)
     info = {"dispatch": dispatch, "resolved_dispatch": model.dispatch, "dtype": str(dtype),
             "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": None,
             "threads": torch.get_num_threads()}
