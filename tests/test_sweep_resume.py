@@ -44,14 +44,19 @@ def _cmd(path: Path) -> list[str]:
     return [sys.executable, "-m", "reports.cli", "sweep", str(path), "--no-progress"]
 
 
-def _states(db: Path) -> list[str]:
-    """Trial states read through a read-only connection, so polling never writes to (or locks)
-    the store the sweep is writing (``optuna.load_study`` may create the schema itself)."""
+def _states(db: Path) -> list[tuple[str, bool]]:
+    """Each trial's state, and whether it is under way (its parameters sampled and a heartbeat
+    recorded), read through a read-only connection, so polling never writes to (or locks) the
+    store the sweep is writing (``optuna.load_study`` may create the schema itself)."""
     if not db.exists():
         return []
+    query = """SELECT t.state,
+                      EXISTS (SELECT 1 FROM trial_params p WHERE p.trial_id = t.trial_id)
+                      AND EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)
+               FROM trials t"""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
         try:
-            return [row[0] for row in con.execute("SELECT state FROM trials")]
+            return [(state, bool(under_way)) for state, under_way in con.execute(query)]
         except sqlite3.OperationalError:  # tables not created yet
             return []
 
@@ -76,7 +81,9 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
         while time.time() < deadline:
             time.sleep(0.2)
             states = _states(db)
-            if states.count("COMPLETE") >= 2 and "RUNNING" in states:
+            # Kill mid-trial: a RUNNING trial killed inside ``ask``, before its parameters are
+            # written, has none to retry with (test_a_trial_killed_before_its_parameters_...).
+            if sum(state == "COMPLETE" for state, _ in states) >= 2 and ("RUNNING", True) in states:
                 break
             assert proc.poll() is None, f"the sweep exited before it could be killed:\n{log.read_text()[-2000:]}"
         else:
@@ -133,3 +140,27 @@ def test_a_trial_killed_before_its_first_heartbeat_goes_stale_and_is_retried(tmp
     retries = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
     assert len(retries) == 1 and retries[0].system_attrs.get("failed_trial") == orphan.number
     assert retries[0].params == orphan.params
+
+
+def test_a_trial_killed_before_its_parameters_are_written_is_retried_with_fresh_ones(tmp_path):
+    # ``ask`` creates the RUNNING trial and then writes its sampled parameters: a worker killed
+    # in between leaves a trial with none. Its retry has nothing to repeat, so the sampler
+    # draws the point afresh, inside the box, and the trial still completes.
+    from proxy.sweep.runner import quiet_optuna
+    from proxy.sweep.store import fail_stale, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=1)
+    study = optuna.create_study(study_name="bare", storage=storage)
+    bare = storage.create_new_trial(study._study_id)  # as ask leaves it before set_trial_param
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and storage.get_trial(bare).state == TrialState.RUNNING:
+        fail_stale(study)
+        time.sleep(0.25)
+    assert storage.get_trial(bare).state == TrialState.FAIL
+    box = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    with quiet_optuna():
+        retry = study.ask(box)
+    assert storage.get_trial(retry._trial_id).system_attrs.get("failed_trial") == storage.get_trial(bare).number
+    assert 1e-4 <= retry.params["lr"] <= 1e-2
+    study.tell(retry, 1.0)
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL, TrialState.COMPLETE]
