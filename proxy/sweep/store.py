@@ -10,7 +10,9 @@ trial whose heartbeat is older than the grace period (``2 * interval``, at least
 belongs to a dead worker; ``fail_stale`` marks it FAIL and Optuna's
 ``RetryHeartbeatStaleTrialCallback`` enqueues a WAITING copy with the same parameters, so the
 next ``ask`` retries exactly that point. A RUNNING trial that never beat (its worker died
-right after ``ask``) is given one heartbeat when first seen, so it goes stale too.
+right after ``ask``) is given one heartbeat when first seen, so it goes stale too. A worker
+killed inside ``ask``, after the trial is created but before its sampled parameters are written,
+leaves a trial with no parameters: its retry has none to repeat, and the sampler draws afresh.
 """
 
 from __future__ import annotations
