@@ -120,23 +120,30 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert len({t.number for t in after.values()}) == len(after)
 
 
+def _check_stale_until_failed(study, trial_id: int, within_s: float = 20.0) -> None:
+    """Run the resumed sweep's stale check until ``trial_id`` is failed (the grace period is a
+    few seconds), and assert it was."""
+    from proxy.sweep.store import fail_stale
+
+    storage = study._storage
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and storage.get_trial(trial_id).state == TrialState.RUNNING:
+        fail_stale(study)
+        time.sleep(0.25)
+    assert storage.get_trial(trial_id).state == TrialState.FAIL
+
+
 def test_a_trial_killed_before_its_first_heartbeat_goes_stale_and_is_retried(tmp_path):
     # The worker "dies" right after ask, before it records a heartbeat: Optuna alone never
     # counts such a trial stale, and a resumed sweep would wait for it forever.
     from proxy.sweep.runner import quiet_optuna
-    from proxy.sweep.store import fail_stale, open_storage
+    from proxy.sweep.store import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=1)
     study = optuna.create_study(study_name="orphan", storage=storage)
     with quiet_optuna():  # the runner's own ask, as in sweep_rung
         orphan = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        fail_stale(study)
-        if storage.get_trial(orphan._trial_id).state != TrialState.RUNNING:
-            break
-        time.sleep(0.25)
-    assert storage.get_trial(orphan._trial_id).state == TrialState.FAIL
+    _check_stale_until_failed(study, orphan._trial_id)
     retries = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
     assert len(retries) == 1 and retries[0].system_attrs.get("failed_trial") == orphan.number
     assert retries[0].params == orphan.params
@@ -147,16 +154,12 @@ def test_a_trial_killed_before_its_parameters_are_written_is_retried_with_fresh_
     # in between leaves a trial with none. Its retry has nothing to repeat, so the sampler
     # draws the point afresh, inside the box, and the trial still completes.
     from proxy.sweep.runner import quiet_optuna
-    from proxy.sweep.store import fail_stale, open_storage
+    from proxy.sweep.store import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=1)
     study = optuna.create_study(study_name="bare", storage=storage)
     bare = storage.create_new_trial(study._study_id)  # as ask leaves it before set_trial_param
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and storage.get_trial(bare).state == TrialState.RUNNING:
-        fail_stale(study)
-        time.sleep(0.25)
-    assert storage.get_trial(bare).state == TrialState.FAIL
+    _check_stale_until_failed(study, bare)
     box = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
     with quiet_optuna():
         retry = study.ask(box)
@@ -164,3 +167,28 @@ def test_a_trial_killed_before_its_parameters_are_written_is_retried_with_fresh_
     assert 1e-4 <= retry.params["lr"] <= 1e-2
     study.tell(retry, 1.0)
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_the_heartbeat_bookkeeping_dies_with_its_storage(tmp_path):
+    # Optuna wraps the store anew for each study it opens, and trial ids restart at 1 in each
+    # store. Bookkeeping keyed by a wrapper's address outlived the wrapper: a later wrapper that
+    # landed on the freed address skipped its own first trial, which then never went stale (a
+    # resumed sweep would wait forever; seen as a 1-in-6 failure of the test above). The
+    # bookkeeping must go with the wrapper it describes.
+    import gc
+    import weakref
+
+    from proxy.sweep import store
+    from proxy.sweep.store import fail_stale, open_storage
+
+    kept = len(store._GIVEN_A_HEARTBEAT)
+    storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=1)
+    study = optuna.create_study(study_name="gone", storage=storage)
+    storage.create_new_trial(study._study_id)
+    fail_stale(study)  # beats the bare trial on its behalf, and notes that it did
+    assert len(store._GIVEN_A_HEARTBEAT) == kept + 1
+    wrapper = weakref.ref(study._storage)
+    del study
+    gc.collect()
+    assert wrapper() is None
+    assert len(store._GIVEN_A_HEARTBEAT) == kept

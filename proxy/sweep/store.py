@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,10 @@ def experiment_study_names(storage: Any, experiment: str) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies() if s.study_name.startswith(prefix))
 
 
-_GIVEN_A_HEARTBEAT: set[tuple[int, int]] = set()  # (id(storage), trial id), this process
+# Trials this process has beaten on behalf of, per storage object. Weak keys: a storage's
+# entry dies with it, so a later storage at the same address (Optuna wraps the store anew for
+# each study it loads, and trial ids restart at 1 in each store) never inherits its trials.
+_GIVEN_A_HEARTBEAT: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
 
 
 def fail_stale(study: Any) -> None:
@@ -190,10 +194,10 @@ def fail_stale(study: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+    given = _GIVEN_A_HEARTBEAT.setdefault(storage, set())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        key = (id(storage), trial._trial_id)
-        if key not in _GIVEN_A_HEARTBEAT:
-            _GIVEN_A_HEARTBEAT.add(key)
+        if trial._trial_id not in given:
+            given.add(trial._trial_id)
             storage.record_heartbeat(trial._trial_id)
 
 
