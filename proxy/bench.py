@@ -14,8 +14,8 @@ What is measured, per rung and backend:
   the per-round ratios: the two steps of a round are a fraction of a second apart, so a slow
   spell on a shared machine hits both. (Timing blocks of consecutive steps instead, one
   dispatch after the other, let such spells land on one side: at the w96 rung the same code
-  gave fast/loop between 1.04x and 1.48x from one run to the next; paired single steps give
-  1.21x to 1.28x.)
+  gave fast/loop anywhere from 0.93x to 1.50x; paired single steps gave 1.13x to 1.25x over
+  two days. The README's ``ladder bench`` section has the measured figures.)
 - where the backend can time it (torch, ``moe_layer_runner``), one MoE layer's forward and
   backward alone in each dispatch, alternated in the same rounds: the gain of the dispatch
   itself. The rest of a step (attention, norms, embedding, readout, loss, AdamW) runs the same

@@ -249,7 +249,7 @@ def resolve_dispatch(dispatch: str, dtype: torch.dtype, d_model: int, d_expert: 
     Measured on two CPU cores at the w96 rung (d_model 96, 4 layers, 8 experts top-2, batch
     8 x 128; ``ladder bench``, single steps alternating): grouped GEMM is the fastest exact
     schedule, 1.5-1.6x the per-expert masked loop per MoE layer (forward and backward) and
-    1.2-1.25x per training step, where shared work dilutes it. Per MoE layer the sorted-block
+    1.13-1.25x per training step, where shared work dilutes it (the README's ``ladder bench`` section). Per MoE layer the sorted-block
     loop was about 25% slower than grouped GEMM and a padded bmm about 15% slower (building the
     padding costs more than the batched product saves).
     """

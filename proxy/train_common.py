@@ -118,12 +118,17 @@ def assemble_result(*, config: ModelConfig, hparams: TrainHParams, backend: str,
 BENCH_HORIZON = 1_000_000
 
 
+def check_bench_args(warmup: int, batch_size: int) -> None:
+    """A benchmark runner's ``warmup`` and ``batch_size``, or a ValueError naming both."""
+    if warmup < 0 or batch_size <= 0:
+        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+
+
 def bench_batches(config: ModelConfig, batch_size: int, warmup: int, seed: int,
                   n: int = 4) -> list[np.ndarray]:
     """The ``n`` random byte batches (batch_size, seq_len + 1) a step runner cycles through;
     checks the runner's ``warmup`` and ``batch_size`` first."""
-    if warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+    check_bench_args(warmup, batch_size)
     rng = np.random.default_rng(seed)
     return [rng.integers(0, config.vocab_size, (batch_size, config.seq_len + 1)) for _ in range(n)]
 

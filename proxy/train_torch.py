@@ -42,8 +42,9 @@ from proxy.init import init_params as draw_init_params
 from proxy.model_torch import TorchMoEModel
 from proxy.parametrization import param_rules
 from proxy.result import ExpertLoad, TrainResult
-from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches, divergence_reason,
-                                expert_load, final_evaluation, next_batch, total_steps, warmed_up)
+from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches, check_bench_args,
+                                divergence_reason, expert_load, final_evaluation, next_batch, total_steps,
+                                warmed_up)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "torch"
@@ -252,8 +253,7 @@ def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, war
     so the step's fast/loop ratio is this layer's diluted by that shared work. Input: unit-variance
     hidden states of the rung's shape, as the pre-FFN RMSNorm hands the layer.
     """
-    if warmup < 0 or batch_size <= 0:
-        raise ValueError(f"need warmup >= 0, batch_size > 0; got {warmup}, {batch_size}")
+    check_bench_args(warmup, batch_size)
     if not config.moe_layers:
         raise ValueError(f"config {config.name!r} has no MoE layer to time")
     model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
@@ -263,11 +263,9 @@ def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, war
                     requires_grad=True)
     upstream = torch.randn(h.shape, generator=gen, dtype=h.dtype)
 
-    def once() -> None:
+    def once(_: int) -> None:
         out, routing = moe(h)
         # The upstream gradient reaches the experts and, through the gates, the router.
         torch.autograd.backward((out, routing.logits), (upstream, torch.ones_like(routing.logits)))
 
-    for _ in range(warmup):
-        once()
-    return once
+    return warmed_up(once, warmup)

@@ -215,9 +215,26 @@ def test_step_runner_warms_up_then_trains_one_step_per_call(dispatch, monkeypatc
             T.step_runner(TINY, dispatch=dispatch, **{"batch_size": 2, **bad})
 
 
-def test_moe_layer_runner_runs_a_forward_and_backward():
-    once = T.moe_layer_runner(TINY, dispatch="fast", batch_size=2, warmup=1)
-    assert once() is None
+def test_moe_layer_runner_runs_a_forward_and_backward(monkeypatch):
+    # Each call is one forward and one backward reaching the experts and the router; the
+    # warm-up calls are done before the runner returns.
+    backwards = []
+    real_backward = T.torch.autograd.backward
+
+    def counted(tensors, grads):
+        real_backward(tensors, grads)
+        backwards.append(tensors)
+
+    monkeypatch.setattr(T.torch.autograd, "backward", counted)
+    once = T.moe_layer_runner(TINY, dispatch="fast", batch_size=2, warmup=2)
+    assert len(backwards) == 2
+    once()
+    assert len(backwards) == 3
+    out, logits = backwards[-1]
+    assert out.shape == (2, TINY.seq_len, TINY.d_model) and logits.shape[-1] == TINY.n_experts
+    for bad in ({"warmup": -1}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="warmup|batch_size"):
+            T.moe_layer_runner(TINY, dispatch="fast", **{"batch_size": 2, **bad})
     with pytest.raises(ValueError, match="no MoE layer"):
         T.moe_layer_runner(TINY.replace(n_dense_layers=TINY.n_layers, d_dense_ff=8), dispatch="loop",
                            batch_size=2)
