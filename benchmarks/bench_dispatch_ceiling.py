@@ -45,10 +45,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from proxy import model_torch
-    from proxy.bench import paired_ratio
+    from proxy.backends.torch import model as model_torch
+    from proxy.diagnostics.bench import paired_ratio
     from proxy.ladder import get_ladder
-    from proxy.train_torch import step_runner
+    from proxy.backends.torch.bench import step_runner
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,14 +59,14 @@ def main(argv=None) -> int:
 
     def expert_free(step):
         def run():
-            with mock.patch.object(model_torch, "dispatch_sorted", skip_experts):
+            with mock.patch.object(model_torch, "dispatch_fast", skip_experts):
                 step()
         return run
 
     runners = {"fast": step_runner(rung.config, dispatch="fast", batch_size=rung.batch_size)[0],
                "loop": step_runner(rung.config, dispatch="loop", batch_size=rung.batch_size)[0]}
-    with mock.patch.object(model_torch, "dispatch_sorted", skip_experts):  # its warm-up steps too
-        step, _ = step_runner(rung.config, dispatch="sorted", batch_size=rung.batch_size)
+    with mock.patch.object(model_torch, "dispatch_fast", skip_experts):  # its warm-up steps too
+        step, _ = step_runner(rung.config, dispatch="fast", batch_size=rung.batch_size)
     runners["no experts"] = expert_free(step)
     times = {k: [] for k in runners}
     keys = list(runners)

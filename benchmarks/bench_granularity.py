@@ -2,7 +2,7 @@
 
 A cpu-ladder rung (default w96) is rebuilt with E experts top-k of width d_model * 8 / E
 (k = E / 4), so total and active parameters stay (almost) those of the 8-expert top-2 rung, and
-every variant is timed with ``proxy.bench.bench_rungs``: single training steps of the fast
+every variant is timed with ``proxy.diagnostics.bench.bench_rungs``: single training steps of the fast
 dispatch and of the per-expert loop alternating in one run, medians and paired ratios. What it
 shows: the loop pays per expert, so the ratio grows with the expert count; the fast path's own
 speed falls a little.
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="framework threads; 0 keeps the default")
     args = ap.parse_args(argv)
 
-    from proxy.bench import bench_rungs
+    from proxy.diagnostics.bench import bench_rungs
     from proxy.ladder import Rung, default_tokens, get_ladder
 
     base = {r.config.d_model: r for r in get_ladder("cpu").rungs}[args.width]

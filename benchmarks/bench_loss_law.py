@@ -1,6 +1,6 @@
 """Time a 1,000-resample bootstrap of the Chinchilla L(N, D) fit (Epoch's 240 rows).
 
-Usage: python benchmarks/bench_loss_law.py [--resamples 1000] [--workers 2] [--data ../shared/data]
+Usage: python benchmarks/bench_loss_law.py [--resamples 1000] [--workers 2] [--data tests/data]
 Prints the wall time of the full fit and of the bootstrap, and the bootstrap sd of alpha
 (about 0.014 when refits converge; about 0.001 when they stop early).
 """
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data")
     args = parser.parse_args()
     with open(args.data / "chinchilla_epoch_svg.csv") as f:
         rows = [(float(r["Model Size"]), float(r["Training FLOP"]), float(r["loss"])) for r in csv.DictReader(f)]

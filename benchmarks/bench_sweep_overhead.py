@@ -80,7 +80,7 @@ def main() -> None:
     use_torch = not args.no_torch
     if use_torch:
         try:
-            import proxy.train_torch  # noqa: F401
+            import proxy.backends.torch.trainer  # noqa: F401
         except ImportError:
             use_torch = False
     trial_s, backend = smallest_rung_trial_s(use_torch)

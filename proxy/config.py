@@ -39,7 +39,7 @@ class ModelConfig:
     n_shared_experts: int = 0          # always-on experts of width d_expert (DeepSeekMoE-style)
     n_dense_layers: int = 0            # leading blocks whose FFN is a dense MLP, not MoE
     d_dense_ff: int = 0                # hidden width of those dense MLPs; 0 means 4 * d_model
-    # Routing (formulas in the routing section of proxy.model_torch and proxy.model_jax).
+    # Routing (formulas in the routing section of proxy.backends.torch.model and proxy.backends.jax.model).
     renormalize: bool = True           # renormalise the k selected gate weights to sum to 1
     capacity_factor: float | None = None  # None = dropless; else capacity = ceil(cf * T * k / E)
     bias_balancing: bool = False       # aux-loss-free balancing (DeepSeek-V3): bias added for top-k choice only

@@ -27,7 +27,7 @@ readout counts as non-embedding). Two regimes, split at ``COMPUTE_LIMITED_MAX_N`
   ``D = CPU_D_REF * (N / CPU_N_REF) ** CPU_GAMMA`` with a floor of ``CPU_MIN_TOKENS``.
   Training costs ``6 N D`` FLOPs (Kaplan et al. 2020), so 20 N tokens would cost the largest CPU
   rung (N = 2.2M) 5.7e14 FLOPs: hours at the 50-100 GFLOP/s of model FLOPs the torch fast path
-  sustains on one or two cores. Measured in ``proxy.train_torch.train`` (CPU time per step,
+  sustains on one or two cores. Measured in ``proxy.backends.torch.trainer.train`` (CPU time per step,
   one thread): 0.048 s for w32, 0.10 s for w96, 0.27 s for w256 at 8 x 128 tokens per step, so
   the largest rung's 168 steps take ~45 s on one core, less on two; the budgets also satisfy a
   conservative two-core model (8 s fixed + 0.06 s per step + FLOPs at 60 GFLOP/s <= 60 s,

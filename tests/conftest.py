@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PUBLISHED_DATA = Path(__file__).resolve().parent / "data"   # sources and licences: data/README.md
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data beside the checkout (published scaling-law data); CI always has it."""
-    if not SHARED_DATA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the published data at {SHARED_DATA}")
-        pytest.skip(f"published data folder {SHARED_DATA} is absent (it sits beside the checkout in CI)")
-    return SHARED_DATA
+def published_data() -> Path:
+    """tests/data: the published scaling-law data the fits are held to, part of every clone."""
+    return PUBLISHED_DATA

@@ -1,4 +1,4 @@
-"""proxy.bench against a scripted backend and clock: alternation order, medians, paired ratios and
+"""proxy.diagnostics.bench against a scripted backend and clock: alternation order, medians, paired ratios and
 MFU by hand."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from proxy import bench
+from proxy.diagnostics import bench
 from proxy.flops import train_flops_per_token
 from proxy.ladder import get_ladder
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from proxy.coordcheck import (FROM_STEP, MUP_TOLERANCE, SP_LOGIT_MIN_SLOPE, CoordCheckResult,
+from proxy.diagnostics.coordcheck import (FROM_STEP, MUP_TOLERANCE, SP_LOGIT_MIN_SLOPE, CoordCheckResult,
                               CoordCheckSettings, loglog_slope, module_names)
 
 WIDTHS = (32, 64, 128, 256, 512)
@@ -102,7 +102,8 @@ def test_torch_hooks_and_jax_collect_record_the_same_sizes():
     """Same initial weights and batches: the two recorders see the same module outputs (float32)."""
     pytest.importorskip("torch")
     pytest.importorskip("jax")
-    from proxy import coordcheck_jax, coordcheck_torch
+    from proxy.backends.jax import coordcheck as coordcheck_jax
+    from proxy.backends.torch import coordcheck as coordcheck_torch
 
     s = CoordCheckSettings(parametrization="mup", steps=3, base_width=32)
     rng = np.random.default_rng(1)
@@ -123,10 +124,10 @@ def _result(parametrization: str, backend: str) -> CoordCheckResult:
     if key not in _CACHE:
         if backend == "torch":
             pytest.importorskip("torch")
-            from proxy.coordcheck_torch import run
+            from proxy.backends.torch.coordcheck import run
         else:
             pytest.importorskip("jax")
-            from proxy.coordcheck_jax import run
+            from proxy.backends.jax.coordcheck import run
         _CACHE[key] = run(CoordCheckSettings(parametrization=parametrization))
     return _CACHE[key]
 
@@ -184,7 +185,7 @@ def test_a_normal_readout_shows_the_initial_logits_fading():
     at Theta(m^-1/2) (variance 1/fan_in^2 through the 1/m multiplier), and after one update they
     still fall with width; the zero readout of the recipe removes exactly that."""
     pytest.importorskip("torch")
-    from proxy.coordcheck_torch import run
+    from proxy.backends.torch.coordcheck import run
 
     normal = run(CoordCheckSettings(parametrization="mup", readout_zero_init=False, steps=2))
     assert normal.slope("logits", 1) == pytest.approx(-0.5, abs=0.05)

@@ -14,16 +14,16 @@ from fits import KnobSpec, Observation, fit_loss_law_nd, fit_optimum, predict_fr
 EPOCH = {"E": 1.817, "alpha": 0.3478, "beta": 0.3658, "A": 482.01, "B": 2085.43}
 
 
-def _chinchilla(shared_data):
-    with open(shared_data / "chinchilla_epoch_svg.csv") as f:
+def _chinchilla(published_data):
+    with open(published_data / "chinchilla_epoch_svg.csv") as f:
         rows = [(float(r["Model Size"]), float(r["Training FLOP"]), float(r["loss"])) for r in csv.DictReader(f)]
     rows = sorted(rows, key=lambda r: r[2])[:-5]          # Epoch drops the five highest losses
     n, c, loss = (np.asarray(a) for a in zip(*rows))
     return n, c / (6 * n), loss
 
 
-def test_chinchilla_point_fit_matches_epoch(shared_data):
-    n, d, loss = _chinchilla(shared_data)
+def test_chinchilla_point_fit_matches_epoch(published_data):
+    n, d, loss = _chinchilla(published_data)
     assert n.size == 240
     fit = fit_loss_law_nd(n, d, loss)
     assert fit.converged
@@ -35,8 +35,8 @@ def test_chinchilla_point_fit_matches_epoch(shared_data):
 
 
 @pytest.mark.slow
-def test_chinchilla_bootstrap_does_not_collapse(shared_data):
-    n, d, loss = _chinchilla(shared_data)
+def test_chinchilla_bootstrap_does_not_collapse(published_data):
+    n, d, loss = _chinchilla(published_data)
     fit = fit_loss_law_nd(n, d, loss, n_bootstrap=200, seed=0, workers=2)
     table = fit.boot_table()
     assert fit.n_boot_unconverged == 0
@@ -46,19 +46,19 @@ def test_chinchilla_bootstrap_does_not_collapse(shared_data):
     assert ci["alpha"].low < EPOCH["alpha"] < ci["alpha"].high
 
 
-def _steplaw_cells(shared_data):
+def _steplaw_cells(published_data):
     cells = defaultdict(list)
-    with open(shared_data / "steplaw_dense_lr_bs_loss.csv") as f:
+    with open(published_data / "steplaw_dense_lr_bs_loss.csv") as f:
         for r in csv.DictReader(f):
             cells[(float(r["N"]), float(r["D"]))].append(r)
     return cells
 
 
-def test_steplaw_per_cell_optimum_lr_matches_the_published_law(shared_data):
+def test_steplaw_per_cell_optimum_lr_matches_the_published_law(published_data):
     # Both lr and bs are log knobs of one 2-D quadratic surface (with the cross term); the
     # reported lr is the vertex's, i.e. the optimum over both.
     errors = []
-    for (n, d), rows in sorted(_steplaw_cells(shared_data).items()):
+    for (n, d), rows in sorted(_steplaw_cells(published_data).items()):
         obs = [Observation(n, n, d, {"lr": float(r["lr"]), "bs": float(r["bs"])}, float(r["smooth loss"]))
                for r in rows]
         lrs = [o.knobs["lr"] for o in obs]
@@ -72,8 +72,8 @@ def test_steplaw_per_cell_optimum_lr_matches_the_published_law(shared_data):
     assert errors.mean() < 0.15, errors
 
 
-def test_steplaw_published_bootstrap_reproduces_the_target_lr(shared_data):
-    with open(shared_data / "steplaw_bootstrap_params.csv") as f:
+def test_steplaw_published_bootstrap_reproduces_the_target_lr(published_data):
+    with open(published_data / "steplaw_bootstrap_params.csv") as f:
         rows = [(float(r["lr_intercept"]), float(r["lr_coefN"]), float(r["lr_coefD"])) for r in csv.DictReader(f)]
     pred = predict_from_parameter_draws(np.asarray(rows), [7e9, 1.4e12], alpha=0.05)
     assert pred.geometric_mean == pytest.approx(9.35e-4, rel=0.02)

@@ -1,4 +1,12 @@
-"""The layer rules of DESIGN.md, checked by parsing every module's imports."""
+"""The layer rules of DESIGN.md and docs/layout.md, checked by parsing every module's imports.
+
+The folder rule: a file's path says which framework it may import.
+
+- ``proxy/backends/torch/`` may import torch (and no other framework);
+- ``proxy/backends/jax/`` may import jax, jaxlib and optax (and no other framework);
+- every other module of the package imports no framework at all, not even inside a function:
+  it reaches one through ``proxy.backends.load_backend``.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +15,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import proxy
 
 PACKAGE_ROOT = Path(proxy.__file__).resolve().parents[1]
+PACKAGES = ("proxy", "fits", "transfer", "reports")
 FRAMEWORKS = {"torch", "jax", "jaxlib", "optax", "flax"}
-# Modules allowed to import a framework: the backends and their helpers (L2).
-FRAMEWORK_MODULES = {
-    "proxy.model_torch", "proxy.train_torch", "proxy.model_jax", "proxy.train_jax",
-    "proxy.convert", "proxy.coordcheck_torch", "proxy.coordcheck_jax", "proxy.bench_torch",
-    "proxy.bench_jax", "proxy.routing_torch", "proxy.routing_jax",
+# Folder (relative to the install root) -> the frameworks its files may import.
+FRAMEWORK_FOLDERS = {
+    "proxy/backends/torch": {"torch"},
+    "proxy/backends/jax": {"jax", "jaxlib", "optax"},
 }
 
 
-def _modules():
-    for package in ("proxy", "fits", "transfer", "reports"):
-        for path in sorted((PACKAGE_ROOT / package).rglob("*.py")):
-            rel = path.relative_to(PACKAGE_ROOT).with_suffix("")
+def _modules(root: Path = PACKAGE_ROOT):
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).with_suffix("")
             name = ".".join(p for p in rel.parts if p != "__init__")
             yield name, path
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    """Imports executed at module import time (not those inside functions)."""
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
 def _all_imports(path: Path) -> set[str]:
+    """Every absolute import of a module, at import time or inside a function."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -47,6 +46,57 @@ def _all_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+def allowed_frameworks(path: Path, root: Path = PACKAGE_ROOT) -> set[str]:
+    """The frameworks a file may import, from the folder it sits in."""
+    rel = path.relative_to(root).as_posix()
+    for folder, frameworks in FRAMEWORK_FOLDERS.items():
+        if rel.startswith(folder + "/"):
+            return frameworks
+    return set()
+
+
+def framework_violations(root: Path = PACKAGE_ROOT) -> list[str]:
+    """One line per framework import outside the folder that may make it."""
+    found = []
+    for name, path in _modules(root):
+        used = {m.split(".")[0] for m in _all_imports(path)} & FRAMEWORKS
+        for framework in sorted(used - allowed_frameworks(path, root)):
+            found.append(f"{path.relative_to(root).as_posix()} imports {framework}")
+    return found
+
+
+def test_frameworks_only_in_their_backend_folder():
+    bad = framework_violations()
+    assert not bad, ("framework imports outside their backend folder (reach a framework through "
+                     "proxy.backends.load_backend):\n" + "\n".join(bad))
+
+
+def test_each_backend_folder_holds_its_framework():
+    # The rule is not vacuous: each framework folder exists and imports its framework.
+    for folder, frameworks in FRAMEWORK_FOLDERS.items():
+        files = sorted((PACKAGE_ROOT / folder).glob("*.py"))
+        assert files, f"{folder} is missing"
+        used = set().union(*({m.split(".")[0] for m in _all_imports(f)} for f in files))
+        assert frameworks & used, f"no file in {folder} imports {sorted(frameworks)}"
+
+
+@pytest.mark.parametrize("where, framework, flagged", [
+    ("proxy/sweep/runner.py", "torch", True),          # the framework-free core
+    ("proxy/backends/simulated.py", "jax", True),      # a backend, but not a framework's folder
+    ("reports/commands/train.py", "torch", True),
+    ("proxy/backends/jax/model.py", "torch", True),    # the other framework's folder
+    ("proxy/backends/torch/model.py", "torch", False),
+    ("proxy/backends/jax/trainer.py", "optax", False),
+])
+def test_the_rule_flags_an_import_added_outside_its_folder(tmp_path, where, framework, flagged):
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+    target = tmp_path / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(f"def later():\n    import {framework}\n    return {framework}\n")
+    assert bool(framework_violations(tmp_path)) == flagged
 
 
 def test_fits_import_only_numeric_libraries():
@@ -59,14 +109,6 @@ def test_fits_import_only_numeric_libraries():
             assert not bad, f"{name} imports {sorted(bad)}; fits may use numpy, scipy, statsmodels only"
 
 
-def test_frameworks_only_in_backend_modules():
-    for name, path in _modules():
-        if name in FRAMEWORK_MODULES:
-            continue
-        heavy = {m for m in _top_level_imports(path) if m.split(".")[0] in FRAMEWORKS}
-        assert not heavy, f"{name} imports {sorted(heavy)} at import time; load it through proxy.backends"
-
-
 def _layer(module: str) -> int:
     """Layer of a module (DESIGN.md): fits and proxy L0-L3, transfer L4, reports L5."""
     top = module.split(".")[0]
@@ -74,7 +116,7 @@ def _layer(module: str) -> int:
 
 
 def test_lower_layers_do_not_import_higher_ones():
-    ours = {"fits", "proxy", "transfer", "reports"}
+    ours = set(PACKAGES)
     for name, path in _modules():
         for imported in _all_imports(path):
             if imported.split(".")[0] not in ours:
@@ -84,9 +126,22 @@ def test_lower_layers_do_not_import_higher_ones():
                 assert imported.startswith("fits"), f"{name} imports {imported}; fits is pure maths"
 
 
+def test_the_core_and_data_import_no_backend():
+    # The framework-free core (config, naming, init, flops, ...) and the data package sit below
+    # the backends: a reader of them never needs a trainer.
+    for name, path in _modules():
+        below = name.startswith("proxy.data") or name.count(".") == 1 and not name.startswith(
+            ("proxy.backends", "proxy.diagnostics", "proxy.sweep"))
+        if name.startswith("proxy") and below:
+            bad = {m for m in _all_imports(path) if m.startswith(("proxy.backends", "proxy.diagnostics",
+                                                                  "proxy.sweep"))}
+            assert not bad, f"{name} imports {sorted(bad)}; the core sits below the backends"
+
+
 def test_importing_the_packages_loads_no_framework():
-    code = ("import sys, proxy, fits, transfer, reports, reports.cli; "
-            "reports.cli.build_parser(); "
+    code = ("import sys, proxy, proxy.backends, proxy.data, proxy.diagnostics.bench, "
+            "proxy.diagnostics.coordcheck, proxy.diagnostics.lr_transfer, fits, transfer, reports, "
+            "reports.cli; reports.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'jax', 'optax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

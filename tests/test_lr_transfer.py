@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from proxy.lr_transfer import LrTransferResult, best_log_lr, sweep
+from proxy.diagnostics.lr_transfer import LrTransferResult, best_log_lr, sweep
 
 LRS = tuple(float(x) for x in np.geomspace(1e-3, 6.4e-2, 7))
 
@@ -104,7 +104,7 @@ def test_lr_transfer_figure_is_written_as_png_and_one_pdf_page(tmp_path):
 
 
 def test_coordcheck_figure_is_written_as_png_and_one_pdf_page(tmp_path):
-    from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names
+    from proxy.diagnostics.coordcheck import CoordCheckResult, CoordCheckSettings, module_names
     from reports.commands.coordcheck import plot
 
     settings = CoordCheckSettings(parametrization="sp", n_widths=3, steps=3, seeds=(0,))

@@ -11,7 +11,7 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
-from proxy import model_jax as M  # noqa: E402
+from proxy.backends.jax import model as M  # noqa: E402
 from proxy.config import ModelConfig  # noqa: E402
 from proxy.init import init_params  # noqa: E402
 from proxy.naming import buffer_specs, parameter_specs  # noqa: E402

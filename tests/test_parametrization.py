@@ -91,8 +91,8 @@ def test_depth_rule_scales_residual_branches():
 def _torch_group_rules(cfg: ModelConfig) -> dict[str, tuple[float, bool]]:
     torch = pytest.importorskip("torch")
     from proxy.hparams import TrainHParams
-    from proxy.model_torch import TorchMoEModel
-    from proxy.train_torch import build_optimizer
+    from proxy.backends.torch.model import TorchMoEModel
+    from proxy.backends.torch.trainer import build_optimizer
 
     model = TorchMoEModel(cfg, dtype=torch.float64)
     hp = TrainHParams(weight_decay=0.1)
@@ -107,8 +107,8 @@ def _torch_group_rules(cfg: ModelConfig) -> dict[str, tuple[float, bool]]:
 
 def _jax_label_rules(cfg: ModelConfig) -> dict[str, tuple[float, bool]]:
     pytest.importorskip("jax")
-    from proxy.model_jax import flatten_named
-    from proxy.train_jax import optimizer_labels
+    from proxy.backends.jax.model import flatten_named
+    from proxy.backends.jax.trainer import optimizer_labels
 
     labels, groups = optimizer_labels(cfg)
     return {name: groups[label] for name, label in flatten_named(labels).items()}
@@ -137,8 +137,8 @@ def _batches(n: int, cfg: ModelConfig, batch: int = 2) -> list[np.ndarray]:
 def _torch_params_after(cfg: ModelConfig, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
     torch = pytest.importorskip("torch")
     from proxy.hparams import TrainHParams
-    from proxy.model_torch import TorchMoEModel
-    from proxy.train_torch import build_optimizer, training_loss, update
+    from proxy.backends.torch.model import TorchMoEModel
+    from proxy.backends.torch.trainer import build_optimizer, training_loss, update
 
     hp = TrainHParams(lr=1e-2, batch_size=batches[0].shape[0], schedule="constant", warmup_frac=0.0)
     model = TorchMoEModel(cfg, dtype=torch.float64, params=init_params(cfg, 3))
@@ -152,8 +152,8 @@ def _torch_params_after(cfg: ModelConfig, batches: list[np.ndarray]) -> dict[str
 def _jax_params_after(cfg: ModelConfig, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
     pytest.importorskip("jax")
     from proxy.hparams import TrainHParams, lr_at
-    from proxy.model_jax import flatten_named
-    from proxy.train_jax import compiled_step, hp_inputs, init_state
+    from proxy.backends.jax.model import flatten_named
+    from proxy.backends.jax.trainer import compiled_step, hp_inputs, init_state
 
     hp = TrainHParams(lr=1e-2, batch_size=batches[0].shape[0], schedule="constant", warmup_frac=0.0)
     params, buffers, opt_state = init_state(cfg, hp, 3, "float64")

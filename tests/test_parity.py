@@ -16,21 +16,21 @@ import pytest
 
 pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
-if importlib.util.find_spec("proxy.model_torch") is None:  # pragma: no cover - only while it is being written
-    pytest.skip("proxy.model_torch does not exist yet: nothing to compare the JAX model with",
+if importlib.util.find_spec("proxy.backends.torch.model") is None:  # pragma: no cover - only while it is being written
+    pytest.skip("proxy.backends.torch.model does not exist yet: nothing to compare the JAX model with",
                 allow_module_level=True)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from proxy import model_jax as MJ  # noqa: E402
-from proxy import train_jax as TJ  # noqa: E402
-from proxy import train_torch as TT  # noqa: E402
+from proxy.backends.jax import model as MJ  # noqa: E402
+from proxy.backends.jax import trainer as TJ  # noqa: E402
+from proxy.backends.torch import trainer as TT  # noqa: E402
 from proxy.config import ModelConfig  # noqa: E402
-from proxy.convert import jax_to_torch, torch_to_jax  # noqa: E402
+from proxy.backends.jax.convert import jax_to_numpy, torch_to_jax  # noqa: E402
 from proxy.hparams import TrainHParams, lr_at  # noqa: E402
 from proxy.init import init_params  # noqa: E402
-from proxy.model_torch import TorchMoEModel  # noqa: E402
+from proxy.backends.torch.model import TorchMoEModel  # noqa: E402
 
 BASE = dict(d_model=32, n_layers=3, n_heads=2, head_dim=16, n_experts=4, top_k=2, d_expert=24,
             seq_len=16)
@@ -240,7 +240,7 @@ def test_conversion_round_trip_is_exact(dtype):
     state = {n: p.detach() for n, p in model.named_parameters()}
     params = torch_to_jax(state)
     assert params["blocks"]["2"]["moe"]["w_in"].shape == (4, 32, 24)  # (E, in, out), no transpose
-    back = jax_to_torch(params)
+    back = {n: torch.from_numpy(a) for n, a in jax_to_numpy(params).items()}
     assert set(back) == set(state)
     for n, t in state.items():
         assert back[n].dtype == t.dtype and torch.equal(back[n], t), n

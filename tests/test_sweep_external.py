@@ -35,9 +35,9 @@ def _as_floats(row: list[str]) -> list[object]:
 
 
 @pytest.mark.slow
-def test_steplaw_round_trip(tmp_path, shared_data, monkeypatch):
+def test_steplaw_round_trip(tmp_path, published_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    src = shared_data / STEPLAW
+    src = published_data / STEPLAW
     assert main(["import", str(src), "--experiment", "steplaw", *MAP]) == 0
     out = tmp_path / "out.csv"
     assert main(["export", "--experiment", "steplaw", "--out", str(out)]) == 0

@@ -11,7 +11,7 @@ from proxy.backends import load_backend
 from proxy.config import ModelConfig
 from proxy.flops import param_counts, train_flops
 from proxy.hparams import TrainHParams
-from proxy.train_simulated import KnobTruth, SimulatedTruth
+from proxy.backends.simulated import KnobTruth, SimulatedTruth
 
 SMALL = ModelConfig(d_model=64, n_layers=2, n_heads=2, head_dim=32, n_experts=4, top_k=1, d_expert=128)
 LARGE = ModelConfig(d_model=256, n_layers=4, n_heads=8, head_dim=32, n_experts=4, top_k=1, d_expert=512)

@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from proxy import train_jax as TJ  # noqa: E402
+from proxy.backends.jax import bench as JB  # noqa: E402
+from proxy.backends.jax import trainer as TJ  # noqa: E402
 from proxy.config import ModelConfig  # noqa: E402
 from proxy.hparams import TrainHParams  # noqa: E402
 
@@ -96,8 +97,8 @@ def test_clipping_and_adamw_match_numpy():
 
 
 def test_step_runner_reports_compile_time_and_refuses_a_loop_dispatch():
-    step, info = TJ.step_runner(CONFIG, dispatch="fast", batch_size=2, warmup=1)
+    step, info = JB.step_runner(CONFIG, dispatch="fast", batch_size=2, warmup=1)
     assert info["compile_s"] > 0 and info["resolved_dispatch"] == "fast"
     assert step() is None
-    with pytest.raises(ValueError, match="dispatch"):   # proxy.bench relies on this refusal
-        TJ.step_runner(CONFIG, dispatch="loop", batch_size=2)
+    with pytest.raises(ValueError, match="dispatch"):   # proxy.diagnostics.bench relies on this refusal
+        JB.step_runner(CONFIG, dispatch="loop", batch_size=2)

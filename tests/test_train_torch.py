@@ -10,14 +10,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from proxy import train_torch as T  # noqa: E402
+from proxy.backends.torch import bench as TB  # noqa: E402
+from proxy.backends.torch import trainer as T  # noqa: E402
 from proxy.config import ModelConfig  # noqa: E402
 from proxy.data import load_data  # noqa: E402
 from proxy.flops import param_counts, train_flops  # noqa: E402
 from proxy.hparams import TrainHParams, lr_at  # noqa: E402
 from proxy.init import init_params  # noqa: E402
 from proxy.ladder import default_tokens  # noqa: E402
-from proxy.model_torch import TorchMoEModel  # noqa: E402
+from proxy.backends.torch.model import TorchMoEModel  # noqa: E402
 from proxy.parametrization import param_rules  # noqa: E402
 from proxy.result import TrainResult  # noqa: E402
 
@@ -201,9 +202,9 @@ def test_clip_gradients_formula_and_disable():
 @pytest.mark.parametrize("dispatch", ["fast", "loop"])
 def test_step_runner_warms_up_then_trains_one_step_per_call(dispatch, monkeypatch):
     updates = []
-    real_update = T.update
-    monkeypatch.setattr(T, "update", lambda *a, **k: (updates.append(a[4]), real_update(*a, **k)))
-    step, info = T.step_runner(TINY, dispatch=dispatch, batch_size=2, warmup=2)
+    real_update = TB.update                       # the trainer's update, as the runner calls it
+    monkeypatch.setattr(TB, "update", lambda *a, **k: (updates.append(a[4]), real_update(*a, **k)))
+    step, info = TB.step_runner(TINY, dispatch=dispatch, batch_size=2, warmup=2)
     assert updates == [0, 1]                      # the warm-up steps, done before it returns
     step()
     step()
@@ -212,7 +213,7 @@ def test_step_runner_warms_up_then_trains_one_step_per_call(dispatch, monkeypatc
     assert info["compile_s"] is None and info["batch_size"] == 2
     for bad in ({"warmup": -1}, {"batch_size": 0}):
         with pytest.raises(ValueError, match="warmup|batch_size"):
-            T.step_runner(TINY, dispatch=dispatch, **{"batch_size": 2, **bad})
+            TB.step_runner(TINY, dispatch=dispatch, **{"batch_size": 2, **bad})
 
 
 def test_moe_layer_runner_runs_a_forward_and_backward(monkeypatch):
@@ -226,7 +227,7 @@ def test_moe_layer_runner_runs_a_forward_and_backward(monkeypatch):
         backwards.append(tensors)
 
     monkeypatch.setattr(T.torch.autograd, "backward", counted)
-    once = T.moe_layer_runner(TINY, dispatch="fast", batch_size=2, warmup=2)
+    once = TB.moe_layer_runner(TINY, dispatch="fast", batch_size=2, warmup=2)
     assert len(backwards) == 2
     once()
     assert len(backwards) == 3
@@ -234,7 +235,7 @@ def test_moe_layer_runner_runs_a_forward_and_backward(monkeypatch):
     assert out.shape == (2, TINY.seq_len, TINY.d_model) and logits.shape[-1] == TINY.n_experts
     for bad in ({"warmup": -1}, {"batch_size": 0}):
         with pytest.raises(ValueError, match="warmup|batch_size"):
-            T.moe_layer_runner(TINY, dispatch="fast", **{"batch_size": 2, **bad})
+            TB.moe_layer_runner(TINY, dispatch="fast", **{"batch_size": 2, **bad})
     with pytest.raises(ValueError, match="no MoE layer"):
-        T.moe_layer_runner(TINY.replace(n_dense_layers=TINY.n_layers, d_dense_ff=8), dispatch="loop",
+        TB.moe_layer_runner(TINY.replace(n_dense_layers=TINY.n_layers, d_dense_ff=8), dispatch="loop",
                            batch_size=2)

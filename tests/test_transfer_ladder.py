@@ -1,4 +1,4 @@
-"""``ladder run`` end to end on simulated ladders with known truth (proxy.train_simulated).
+"""``ladder run`` end to end on simulated ladders with known truth (proxy.backends.simulated).
 
 Each case runs an example experiment file (12 trials per rung; the bend case the file's 16) into a temporary store:
 a well-behaved ladder gives GO and a plan whose intervals hold the true optimum; an optimum

@@ -94,7 +94,7 @@ class Experiment:
     data: DataSpec
     budget: BudgetSpec
     review: Mapping[str, Any]
-    simulated: Any = None            # proxy.train_simulated.SimulatedTruth for that backend
+    simulated: Any = None            # proxy.backends.simulated.SimulatedTruth for that backend
     path: str = ""
     sha256: str = ""
 
@@ -382,7 +382,7 @@ def _parse_review(table: Any) -> dict[str, Any]:
 
 
 def _parse_simulated(table: Any) -> Any:
-    from proxy.train_simulated import KnobTruth, SimulatedTruth
+    from proxy.backends.simulated import KnobTruth, SimulatedTruth
 
     table = dict(_table(table, "simulated"))
     _check_keys(table, "simulated", {f.name for f in dataclasses.fields(SimulatedTruth)})

@@ -1,6 +1,6 @@
 """``ladder bench``: training-step throughput of the fast expert dispatch against the
 per-expert loop on each rung, and model-FLOPs utilisation against a matmul peak measured in
-the same run (the measurement lives in ``proxy.bench``; this command parses and prints)."""
+the same run (the measurement lives in ``proxy.diagnostics.bench``; this command parses and prints)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.bench import bench_rungs
+    from proxy.diagnostics.bench import bench_rungs
 
     ladder = get_ladder(args.ladder)
     rungs = [ladder.rung(n) for n in args.rungs] if args.rungs else list(ladder.rungs)

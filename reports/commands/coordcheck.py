@@ -3,10 +3,10 @@
 Trains widths ``32 * 2^k`` (k = 0..4; depth 2, head_dim 16, 8 experts top-2, d_expert =
 d_model) for a few Adam steps at a large learning rate over several seeds, records the mean
 |output| of every module at every step, and fits the log-log slope against width
-(``proxy.coordcheck``). Writes ``coordcheck_<param>_<backend>.{png,pdf,json}`` into ``--out``
+(``proxy.diagnostics.coordcheck``). Writes ``coordcheck_<param>_<backend>.{png,pdf,json}`` into ``--out``
 and prints one PASS/FAIL line per module.
 
-Recipe (``proxy.coordcheck``): the same batch at every step, the language-model loss alone and
+Recipe (``proxy.diagnostics.coordcheck``): the same batch at every step, the language-model loss alone and
 a zero-initialised readout, in both parametrizations; ``--fresh-batches``, ``--aux-losses`` and
 ``--readout-init normal`` depart from it one at a time.
 
@@ -19,13 +19,13 @@ on width (the muP promise); lines rising to the right mean it grows with width (
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from proxy.coordcheck import CoordCheckResult, CoordCheckSettings
+from proxy.backends import FRAMEWORKS, framework_part
+from proxy.diagnostics.bench import set_threads
+from proxy.diagnostics.coordcheck import CoordCheckResult, CoordCheckSettings
 
-RECORDERS = {"torch": "proxy.coordcheck_torch", "jax": "proxy.coordcheck_jax"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "module's mean |output|, fit its log-log slope against width and draw it.")
     p.add_argument("--parametrization", choices=("sp", "mup", "both"), default="both",
                    help="parametrization to check (default: both)")
-    p.add_argument("--backend", choices=tuple(RECORDERS), default="torch", help="framework (default: torch)")
+    p.add_argument("--backend", choices=FRAMEWORKS, default="torch", help="framework (default: torch)")
     p.add_argument("--steps", type=int, default=defaults.steps,
                    help=f"forward passes per model, the first at initialisation (default: {defaults.steps})")
     p.add_argument("--seeds", type=int, default=len(defaults.seeds),
@@ -96,10 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds <= 0:
         raise ValueError(f"--seeds must be positive, got {args.seeds}")
     params = ("sp", "mup") if args.parametrization == "both" else (args.parametrization,)
-    recorder = importlib.import_module(RECORDERS[args.backend])
-    if args.threads > 0 and args.backend == "torch":
-        import torch
-        torch.set_num_threads(args.threads)
+    recorder = framework_part(args.backend, "coordcheck")
+    if args.threads > 0:
+        set_threads(args.backend, args.threads)   # JAX fixes its threads at start-up: a no-op there
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = False

@@ -1,7 +1,7 @@
 """``ladder lr-transfer``: does the best learning rate stay put as the model widens?
 
 Sweeps a log grid of learning rates on three (or more) widths of the ``cpu`` ladder under SP and
-muP (``proxy.lr_transfer``), each run at the rung's default token budget (or ``--tokens``) on
+muP (``proxy.diagnostics.lr_transfer``), each run at the rung's default token budget (or ``--tokens``) on
 the built-in data, averaged over seeds, and writes ``lr_transfer_<backend>.{png,pdf,json}``.
 
 How to read the figure: one panel per parametrization, final eval loss against the base learning
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proxy.lr_transfer import LrTransferResult, sweep
+from proxy.diagnostics.lr_transfer import LrTransferResult, sweep
 
 MUP_MAX_SHIFT = 2.0   # muP passes when its best lr moves by less than this factor across widths
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     lrs = tuple(float(x) for x in np.geomspace(args.lr_min, args.lr_max, args.points))
     params = ("sp", "mup") if args.parametrization == "both" else (args.parametrization,)
     if args.workers == 1 and args.threads > 0:   # runs train in this process
-        from proxy.bench import set_threads
+        from proxy.diagnostics.bench import set_threads
         set_threads(args.backend, args.threads)
     result = sweep(None, lrs, tuple(args.widths), parametrizations=params, tokens=args.tokens,
                    seeds=tuple(range(args.seeds)), backend=args.backend, workers=args.workers,

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                            schedule=args.schedule, batch_size=batch_size, tokens=tokens)
     backend = load_backend(args.backend)
     if args.threads:
-        from proxy.bench import set_threads
+        from proxy.diagnostics.bench import set_threads
 
         set_threads(args.backend, args.threads)
     from proxy.data import load_data

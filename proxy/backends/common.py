@@ -1,4 +1,4 @@
-"""Framework-free pieces shared by every trainer (``proxy.train_torch``, ``proxy.train_jax``).
+"""Framework-free pieces shared by every trainer (``proxy.backends.torch.trainer``, ``proxy.backends.jax.trainer``).
 
 Keeping these in one place is what makes the two backends report identically: the step count,
 the data stream, the divergence rule, the routing statistics and the ``TrainResult`` assembly.
@@ -111,7 +111,7 @@ def assemble_result(*, config: ModelConfig, hparams: TrainHParams, backend: str,
 
 
 # --------------------------------------------------------------------------------------
-# Benchmark steps (each trainer's ``step_runner``, timed by ``proxy.bench``)
+# Benchmark steps (each trainer's ``step_runner``, timed by ``proxy.diagnostics.bench``)
 # --------------------------------------------------------------------------------------
 # The learning-rate schedule's length in a benchmark: the lr sets an update's size, never its
 # cost, so any long schedule will do.

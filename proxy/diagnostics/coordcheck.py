@@ -39,7 +39,7 @@ Recorded modules (``module_names``), each the mean |x| over every element of the
 - ``logits``: the output logits (B, T, V).
 
 This module is framework-free: settings, slope fits and the result record with its JSON. The
-recording itself lives in ``proxy.coordcheck_torch`` and ``proxy.coordcheck_jax``.
+recording itself lives in ``proxy.backends.torch.coordcheck`` and ``proxy.backends.jax.coordcheck``.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _run_job(job: _Job) -> float:
         from proxy.data import load_data
         _WORKER_DATA["data"] = load_data()
         if job.threads > 0 and job.backend != "simulated":
-            from proxy.bench import set_threads
+            from proxy.diagnostics.bench import set_threads
             set_threads(job.backend, job.threads)
     return _score(load_backend(job.backend).train, job, _WORKER_DATA["data"])
 

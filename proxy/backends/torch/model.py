@@ -33,14 +33,13 @@ Expert dispatch modes, all computing the same math (tests hold them equal in flo
 
 - ``"dense"``: the oracle. Every expert runs on every token; a (N, E) gate matrix, zero for
   unchosen or dropped experts, combines them. Exact top-k math at E/k times the FLOPs.
-- ``"loop"``: the common per-expert loop with a mask.
-- ``"sorted"``: token-slots sorted by expert (one stable argsort), each expert's contiguous
-  block multiplied in turn (slicing, no masks), scattered back with ``index_add_``.
-- ``"bmm"``: the sorted blocks padded to the largest block and run as one ``torch.bmm``.
-- ``"grouped"``: the sorted blocks run as one grouped GEMM (``torch.nn.functional.grouped_mm``;
-  float32 only, and its kernels need rows of a multiple of 16 bytes: d_model and d_expert
-  multiples of 4).
-- ``"fast"``: the fastest exact one available for the dtype and shapes (``resolve_dispatch``).
+- ``"loop"``: the common per-expert loop with a mask (the benchmark's baseline).
+- ``"fast"``: token-slots sorted by expert (one stable argsort) into contiguous blocks, run as
+  one grouped GEMM (``torch.nn.functional.grouped_mm``) where it serves (float32, rows of a
+  multiple of 16 bytes: d_model and d_expert multiples of 4), else one product per block;
+  scattered back with ``index_add_``. ``resolve_dispatch`` names the schedule it runs
+  ("grouped" or "sorted"). A padded ``bmm`` of the same blocks was measured slower and removed
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -59,7 +58,8 @@ from proxy.init import init_params
 from proxy.naming import parameter_specs
 from proxy.parametrization import ForwardMultipliers, forward_multipliers
 
-DISPATCHES = ("fast", "dense", "loop", "sorted", "bmm", "grouped")
+DISPATCHES = ("fast", "dense", "loop")
+FAST_SCHEDULES = ("grouped", "sorted")   # what "fast" runs: grouped GEMM, or per-block products
 DTYPES = (torch.float32, torch.float64)
 
 
@@ -244,23 +244,20 @@ def grouped_mm_available(dtype: torch.dtype, d_model: int, d_expert: int) -> boo
 
 
 def resolve_dispatch(dispatch: str, dtype: torch.dtype, d_model: int, d_expert: int) -> str:
-    """The concrete mode of ``dispatch``; "fast" picks grouped GEMM where it runs, else sorted blocks.
+    """The schedule ``dispatch`` runs: "dense", "loop", or for "fast" grouped GEMM where it
+    serves ("grouped"), else the same sorted blocks one product each ("sorted").
 
     Measured on two CPU cores at the w96 rung (d_model 96, 4 layers, 8 experts top-2, batch
     8 x 128; ``ladder bench``, single steps alternating): grouped GEMM is the fastest exact
     schedule, 1.5-1.6x the per-expert masked loop per MoE layer (forward and backward) and
-    1.13-1.25x per training step, where shared work dilutes it (the README's ``ladder bench`` section). Per MoE layer the sorted-block
-    loop was about 25% slower than grouped GEMM and a padded bmm about 15% slower (building the
-    padding costs more than the batched product saves).
+    1.13-1.25x per training step, where shared work dilutes it (docs/benchmarks.md). Per MoE
+    layer the sorted-block loop was about 25% slower than grouped GEMM and a padded bmm about
+    15% slower (building the padding costs more than the batched product saves).
     """
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     if dispatch == "fast":
         return "grouped" if grouped_mm_available(dtype, d_model, d_expert) else "sorted"
-    if dispatch == "grouped" and not grouped_mm_available(dtype, d_model, d_expert):
-        raise ValueError(
-            f"dispatch 'grouped' needs float32 and d_model, d_expert multiples of 4; got {dtype}, "
-            f"d_model={d_model}, d_expert={d_expert}")
     return dispatch
 
 
@@ -297,13 +294,16 @@ def dispatch_loop(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates
     return out
 
 
-def dispatch_sorted(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates: Tensor,
+def dispatch_fast(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates: Tensor,
                     keep: Tensor, schedule: str) -> Tensor:
-    """Token-slots sorted by expert into contiguous blocks, computed per ``schedule``, scattered back.
+    """The fast path: token-slots sorted by expert into contiguous blocks, computed per
+    ``schedule``, scattered back.
 
-    ``schedule``: "sorted" (one product per block), "bmm" (blocks padded to a common size,
-    one batched product) or "grouped" (one grouped GEMM over the jagged blocks).
+    ``schedule``: "grouped" (one grouped GEMM over the jagged blocks) or "sorted" (one product
+    per block, for dtypes and shapes grouped GEMM does not serve).
     """
+    if schedule not in FAST_SCHEDULES:
+        raise ValueError(f"unknown fast-path schedule {schedule!r}; one of {FAST_SCHEDULES}")
     n, k = experts.shape
     n_experts = w_in.shape[0]
     kept = keep.reshape(-1).nonzero().squeeze(1)                 # kept slots, token-major
@@ -317,17 +317,9 @@ def dispatch_sorted(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gat
     if schedule == "grouped":
         offs = counts.cumsum(0).to(torch.int32)
         y = F.grouped_mm(gelu_tanh(F.grouped_mm(x, w_in, offs=offs)), w_out, offs=offs)
-    elif schedule == "bmm":
-        starts = counts.cumsum(0) - counts
-        position = torch.arange(x.shape[0], device=h.device) - starts[sorted_expert]
-        padded = x.new_zeros(n_experts, int(counts.max()), x.shape[1])
-        padded = padded.index_put((sorted_expert, position), x)
-        y = torch.bmm(gelu_tanh(torch.bmm(padded, w_in)), w_out)[sorted_expert, position]
-    elif schedule == "sorted":
+    else:
         blocks = x.split(counts.tolist())
         y = torch.cat([_expert(b, w_in[e], w_out[e]) for e, b in enumerate(blocks)])
-    else:
-        raise ValueError(f"unknown sorted schedule {schedule!r}")
     y = y * gates.reshape(-1).index_select(0, slot).to(h.dtype)[:, None]
     return torch.zeros_like(h).index_add(0, token, y)
 
@@ -397,7 +389,8 @@ class MoE(nn.Module):
     def __init__(self, config: ModelConfig, fm: ForwardMultipliers, dispatch: str, dtype: torch.dtype):
         super().__init__()
         d, e, hid = config.d_model, config.n_experts, config.d_expert
-        self.config, self.router_mult, self.dispatch = config, fm.router, dispatch
+        self.config, self.router_mult = config, fm.router
+        self.dispatch = resolve_dispatch(dispatch, dtype, d, hid)   # the schedule it runs
         self.router = _param((d, e), dtype)
         self.w_in = _param((e, d, hid), dtype)
         self.w_out = _param((e, hid, d), dtype)
@@ -420,7 +413,7 @@ class MoE(nn.Module):
         else:
             # Grouped GEMM is verified here on the CPU only (its CUDA kernels want bfloat16).
             schedule = "sorted" if self.dispatch == "grouped" and h.device.type != "cpu" else self.dispatch
-            out = dispatch_sorted(h, self.w_in, self.w_out, r.experts, r.gates, r.keep, schedule)
+            out = dispatch_fast(h, self.w_in, self.w_out, r.experts, r.gates, r.keep, schedule)
         for s in range(self.config.n_shared_experts):
             out = out + _expert(h, self.shared_w_in[s], self.shared_w_out[s])
         return out.reshape(shape), r
@@ -472,11 +465,11 @@ class TorchMoEModel(nn.Module):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         self.config, self.dtype = config, dtype
-        self.dispatch = resolve_dispatch(dispatch, dtype, config.d_model, config.d_expert)
+        self.dispatch = resolve_dispatch(dispatch, dtype, config.d_model, config.d_expert)   # as the MoE layers
         fm = forward_multipliers(config)
         self.readout_mult = fm.readout
         self.embed = TokenEmbedding(config, dtype)
-        self.blocks = nn.ModuleList(Block(config, i, fm, self.dispatch, dtype) for i in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config, i, fm, dispatch, dtype) for i in range(config.n_layers))
         self.final_norm = RMSNorm(config.d_model, config.norm_eps, dtype)
         self.readout = Readout(config, dtype)
         self._rope: dict[tuple, tuple[Tensor, Tensor]] = {}

@@ -1,8 +1,8 @@
 """Training-step throughput of the ladder's rungs, measured side by side in one run.
 
 Framework-free: it calls each backend's ``step_runner`` (``proxy.backends``) and the
-framework's matrix-multiply timer (``proxy.bench_torch`` / ``proxy.bench_jax``), both imported
-lazily by name, so ``import proxy.bench`` loads no framework.
+framework's matrix-multiply timer (``proxy.backends.torch.bench`` / ``proxy.backends.jax.bench``), both imported
+lazily by name, so ``import proxy.diagnostics.bench`` loads no framework.
 
 What is measured, per rung and backend:
 
@@ -35,26 +35,24 @@ JAX's compile time.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import statistics
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from proxy.backends import load_backend
+from proxy.backends import FRAMEWORKS, framework_part, load_backend
 from proxy.flops import param_counts, train_flops_per_token
 from proxy.ladder import Rung
 
-_PEAK_MODULES = {"torch": "proxy.bench_torch", "jax": "proxy.bench_jax"}
 DISPATCHES = ("fast", "loop")
 CLOCKS = ("wall", "cpu")
 
 
 def _peak_module(backend: str) -> ModuleType:
-    if backend not in _PEAK_MODULES:
-        raise ValueError(f"backend must be one of {', '.join(_PEAK_MODULES)} for benchmarks, got {backend!r}")
-    return importlib.import_module(_PEAK_MODULES[backend])
+    if backend not in FRAMEWORKS:
+        raise ValueError(f"backend must be one of {', '.join(FRAMEWORKS)} for benchmarks, got {backend!r}")
+    return framework_part(backend, "bench")
 
 
 def set_threads(backend: str, n: int) -> int:

@@ -1,6 +1,6 @@
 """The MoE proxy model in JAX: pure functions over a nested-dict parameter pytree.
 
-This is the JAX twin of ``proxy.model_torch``; both implement exactly the pinned math below, from
+This is the JAX twin of ``proxy.backends.torch.model``; both implement exactly the pinned math below, from
 the same initial weights (``proxy.init.init_params``), so tests hold them to each other in float64.
 
 Parameters are a nested dict whose flattened key paths are the canonical names of
@@ -293,7 +293,7 @@ def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelCon
     ``static_argnames=("config", "dispatch")``.
 
     ``collect``, when a dict, receives the module outputs the coordinate check records
-    (``proxy.coordcheck``): ``embed``, ``blocks.i.attn`` (a), ``blocks.i.router`` (z),
+    (``proxy.diagnostics.coordcheck``): ``embed``, ``blocks.i.attn`` (a), ``blocks.i.router`` (z),
     ``blocks.i.experts`` (the FFN output) and ``logits``; inside ``jit`` they are tracers, so
     reduce and return them from the traced function.
     """

@@ -36,15 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from proxy.backends.common import (assemble_result, batch_stream, divergence_reason, expert_load,
+                                   final_evaluation, next_batch, total_steps)
+from proxy.backends.torch.model import TorchMoEModel
 from proxy.config import DTYPES, ModelConfig
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at
 from proxy.init import init_params as draw_init_params
-from proxy.model_torch import TorchMoEModel
 from proxy.parametrization import param_rules
 from proxy.result import ExpertLoad, TrainResult
-from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches, check_bench_args,
-                                divergence_reason, expert_load, final_evaluation, next_batch, total_steps,
-                                warmed_up)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "torch"
@@ -217,55 +216,3 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            final_loss=final_loss, per_domain=per_domain, load=load,
                            diverged_step=diverged_step, reason=reason,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
-
-
-def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
-                dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
-    """A ready-to-time training step: ``(step, info)``.
-
-    ``step()`` runs one full training step (forward, backward, clip, AdamW, bias update) on the
-    next of a few random byte batches and returns when it is done. ``warmup`` steps have run
-    before this returns. ``info`` holds the requested and resolved dispatch, dtype, batch_size,
-    seq_len, torch's thread count and ``compile_s`` (None: eager PyTorch compiles nothing).
-    """
-    data = [torch.as_tensor(b) for b in bench_batches(config, batch_size, warmup, seed)]
-    hparams = TrainHParams(batch_size=batch_size)
-    model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
-    optimizer = build_optimizer(model, hparams)
-
-    def step_at(i: int) -> None:
-        loss, aux = training_loss(model, data[i % len(data)], hparams)
-        update(model, optimizer, loss, aux, i, BENCH_HORIZON, hparams)
-
-    step = warmed_up(step_at, warmup)
-    info = {"dispatch": dispatch, "resolved_dispatch": model.dispatch, "dtype": str(dtype),
-            "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": None,
-            "threads": torch.get_num_threads()}
-    return step, info
-
-
-def moe_layer_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
-                     dtype: str = "float32", seed: int = 0) -> Callable[[], None]:
-    """One MoE layer's forward and backward (routing, dispatch, experts, combine), ready to time.
-
-    The part of a training step the dispatch choice changes; everything else in the step
-    (attention, norms, embedding, readout, loss, AdamW) runs the same code in both dispatches,
-    so the step's fast/loop ratio is this layer's diluted by that shared work. Input: unit-variance
-    hidden states of the rung's shape, as the pre-FFN RMSNorm hands the layer.
-    """
-    check_bench_args(warmup, batch_size)
-    if not config.moe_layers:
-        raise ValueError(f"config {config.name!r} has no MoE layer to time")
-    model = TorchMoEModel(config, dispatch=dispatch, dtype=torch_dtype(dtype), init_seed=seed)
-    moe = model.blocks[config.moe_layers[0]].moe
-    gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(batch_size, config.seq_len, config.d_model, generator=gen, dtype=torch_dtype(dtype),
-                    requires_grad=True)
-    upstream = torch.randn(h.shape, generator=gen, dtype=h.dtype)
-
-    def once(_: int) -> None:
-        out, routing = moe(h)
-        # The upstream gradient reaches the experts and, through the gates, the router.
-        torch.autograd.backward((out, routing.logits), (upstream, torch.ones_like(routing.logits)))
-
-    return warmed_up(once, warmup)

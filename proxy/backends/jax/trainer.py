@@ -1,6 +1,6 @@
 """Train one MoE proxy in JAX: the ``jax`` backend of ``proxy.backends``.
 
-The recipe is ``proxy.train_torch``'s, step by step:
+The recipe is ``proxy.backends.torch.trainer``'s, step by step:
 
 1. Weights from ``proxy.init.init_params(config, seed, hparams.init_scale)`` (or ``init_params``),
    batches from ``data.batches(seed, batch_size, seq_len)`` (or ``batches``): int arrays
@@ -29,7 +29,7 @@ not depend on their values), so a new learning rate or coefficient never recompi
 ``TRACE_COUNTS`` counts traces. The persistent compilation cache is on (``cache_dir()``), so a
 fresh process reuses compiled steps.
 
-Importing this module (through ``proxy.model_jax``) enables ``jax_enable_x64``, which float64
+Importing this module (through ``proxy.backends.jax.model``) enables ``jax_enable_x64``, which float64
 models need before any array is made; float32 models build every array with an explicit dtype.
 """
 
@@ -40,25 +40,24 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from proxy import model_jax  # noqa: F401  (enables x64 before any array exists)
+from proxy.backends.jax import model as model_jax  # noqa: F401  (enables x64 before any array exists)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
+from proxy.backends.common import (assemble_result, batch_stream, divergence_reason,  # noqa: E402
+                                   expert_load, final_evaluation, next_batch, total_steps)
+from proxy.backends.jax.model import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
 from proxy.config import DTYPES, ModelConfig  # noqa: E402
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at  # noqa: E402
 from proxy.init import init_params as draw_init_params  # noqa: E402
-from proxy.model_jax import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
 from proxy.parametrization import param_rules  # noqa: E402
 from proxy.result import ExpertLoad, TrainResult  # noqa: E402
-from proxy.train_common import (BENCH_HORIZON, assemble_result, batch_stream, bench_batches,  # noqa: E402
-                                divergence_reason, expert_load, final_evaluation, next_batch,
-                                total_steps, warmed_up)
 
 Progress = Callable[[int, int, float], None]
 BACKEND = "jax"
@@ -203,7 +202,7 @@ def compiled_eval(config: ModelConfig, dispatch: str) -> Callable:
     return jax.jit(evaluate_batch)
 
 
-# Evaluation and bookkeeping (the same as proxy.train_torch; test_parity compares the results) ------
+# Evaluation and bookkeeping (the same as proxy.backends.torch.trainer; test_parity compares the results) ------
 def evaluate(params: Params, buffers: Params, config: ModelConfig, dispatch: str,
              eval_sets: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, float], ExpertLoad]:
     """Mean token CE per domain (nats/byte) and the routing statistics over all evaluation batches."""
@@ -253,7 +252,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           batches: Iterable[np.ndarray] | None = None) -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
-    Same contract as ``proxy.train_torch.train``: ``data`` is a ``proxy.data.MixtureData`` (None
+    Same contract as ``proxy.backends.torch.trainer.train``: ``data`` is a ``proxy.data.MixtureData`` (None
     allowed with ``batches``; then nothing is evaluated and ``final_loss`` is NaN);
     ``progress(step, total_steps, train_loss)`` after every step; ``init_params`` (canonical
     name -> array) and ``batches`` replace the seeded weights and data stream. Never raises on
@@ -299,34 +298,3 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
                            final_loss=final_loss, per_domain=per_domain, load=load,
                            diverged_step=diverged_step, reason=reason,
                            wall_time_s=time.perf_counter() - start, train_time_s=train_time)
-
-
-def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: int = 2,
-                dtype: str = "float32", seed: int = 0) -> tuple[Callable[[], None], dict[str, Any]]:
-    """A ready-to-time training step, as ``proxy.train_torch.step_runner``: ``(step, info)``.
-
-    The step is compiled ahead of time here (``info["compile_s"]``, the seconds to trace and
-    compile it; the persistent cache shortens repeats); ``step()`` runs one step on the next of a
-    few random batches and blocks until its results exist.
-    """
-    data = [b.astype(np.int32) for b in bench_batches(config, batch_size, warmup, seed)]
-    if dispatch not in model_jax.DISPATCHES:
-        raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
-    hparams = TrainHParams(batch_size=batch_size)
-    params, buffers, opt_state = init_state(config, hparams, seed, dtype)
-    hp = hp_inputs(hparams, config, lr_at(0, BENCH_HORIZON, hparams))
-    t0 = time.perf_counter()
-    fn = compiled_step(config, dispatch).lower(params, buffers, opt_state, data[0], hp).compile()
-    compile_s = time.perf_counter() - t0
-    state = [params, buffers, opt_state]
-
-    def step_at(i: int) -> None:
-        *new_state, loss, _ = fn(*state, data[i % len(data)], hp)
-        jax.block_until_ready((new_state, loss))
-        state[:] = new_state
-
-    step = warmed_up(step_at, warmup)
-    info = {"dispatch": dispatch, "resolved_dispatch": dispatch, "dtype": str(jax_dtype(dtype)),
-            "batch_size": batch_size, "seq_len": config.seq_len, "compile_s": compile_s,
-            "threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
-    return step, info

@@ -1,11 +1,11 @@
 """Coordinate-check recording in JAX: module outputs returned by ``forward(..., collect=...)``.
 
-``proxy.model_jax.forward`` fills a ``collect`` dict with the outputs of ``embed``, each
+``proxy.backends.jax.model.forward`` fills a ``collect`` dict with the outputs of ``embed``, each
 block's attention (``a``), router logits (``z``) and FFN/expert output, and the logits. One
 jitted function per model computes the loss *and* the mean |output| of each of them, takes the
-gradient and applies the trainer's own optax AdamW (``proxy.train_jax.build_optimizer``, labels
+gradient and applies the trainer's own optax AdamW (``proxy.backends.jax.trainer.build_optimizer``, labels
 keyed by canonical name from ``proxy.parametrization``), so the check tests the parametrization
-as training applies it. See ``proxy.coordcheck`` for the recipe and the criteria.
+as training applies it. See ``proxy.diagnostics.coordcheck`` for the recipe and the criteria.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from proxy import model_jax  # noqa: F401  (enables x64 before any array exists)
+from proxy.backends.jax import model as model_jax  # noqa: F401  (enables x64 before any array exists)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from proxy.config import ModelConfig  # noqa: E402
-from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths  # noqa: E402
+from proxy.diagnostics.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths  # noqa: E402
 from proxy.hparams import TrainHParams, lr_at  # noqa: E402
-from proxy.train_jax import build_optimizer, cross_entropy, hp_inputs, init_state  # noqa: E402
+from proxy.backends.jax.trainer import build_optimizer, cross_entropy, hp_inputs, init_state  # noqa: E402
 
 BACKEND = "jax"
 
@@ -60,7 +60,7 @@ def _renamed(sizes: dict[str, Any], config: ModelConfig) -> dict[str, float]:
     names = module_names(config)
     missing = [n for n in names if n not in sizes]
     if missing:
-        raise ValueError(f"proxy.model_jax.forward did not collect {missing}")
+        raise ValueError(f"proxy.backends.jax.model.forward did not collect {missing}")
     return {n: float(sizes[n]) for n in names}
 
 
@@ -84,6 +84,6 @@ def record_one(settings: CoordCheckSettings, width: int, seed: int, batches: lis
 
 def run(settings: CoordCheckSettings, *, dtype: str = "float32",
         progress: Callable[[str], None] | None = None) -> CoordCheckResult:
-    """Train every width for every seed and return the slopes (``proxy.coordcheck.run_widths``)."""
+    """Train every width for every seed and return the slopes (``proxy.diagnostics.coordcheck.run_widths``)."""
     return run_widths(settings, BACKEND, lambda st, width, seed, batches: record_one(st, width, seed, batches, dtype),
                       progress)

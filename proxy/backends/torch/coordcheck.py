@@ -1,11 +1,11 @@
 """Coordinate-check recording in PyTorch: forward hooks on the named submodules.
 
-The model and the optimiser are the trainer's own (``proxy.model_torch.TorchMoEModel``,
-``proxy.train_torch.build_optimizer`` with the parameter groups of ``proxy.parametrization``),
+The model and the optimiser are the trainer's own (``proxy.backends.torch.model.TorchMoEModel``,
+``proxy.backends.torch.trainer.build_optimizer`` with the parameter groups of ``proxy.parametrization``),
 so the check tests the parametrization as training applies it. Hooks record mean |output| of
 ``embed``, each block's ``attn`` and ``moe`` (the expert output and, from the returned
 ``Routing``, the router logits), the dense ``mlp`` where present, and the model's logits.
-See ``proxy.coordcheck`` for the recipe and the criteria.
+See ``proxy.diagnostics.coordcheck`` for the recipe and the criteria.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from proxy.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths
+from proxy.diagnostics.coordcheck import CoordCheckResult, CoordCheckSettings, module_names, run_widths
 from proxy.init import init_params
-from proxy.model_torch import TorchMoEModel
-from proxy.train_torch import build_optimizer, training_loss, update
+from proxy.backends.torch.model import TorchMoEModel
+from proxy.backends.torch.trainer import build_optimizer, training_loss, update
 
 BACKEND = "torch"
 
@@ -79,6 +79,6 @@ def record_one(settings: CoordCheckSettings, width: int, seed: int, batches: lis
 
 def run(settings: CoordCheckSettings, *, dtype: torch.dtype = torch.float32,
         progress: Callable[[str], None] | None = None) -> CoordCheckResult:
-    """Train every width for every seed and return the slopes (``proxy.coordcheck.run_widths``)."""
+    """Train every width for every seed and return the slopes (``proxy.diagnostics.coordcheck.run_widths``)."""
     return run_widths(settings, BACKEND, lambda st, width, seed, batches: record_one(st, width, seed, batches, dtype),
                       progress)
