@@ -50,6 +50,7 @@ def run_one(exp_path: Path, mode: str, seed: int, trials: int | None, workdir: P
     """Run one search; returns {rung: [(score, flops), ...] in trial order} and the experiment."""
     from proxy.sweep.experiment import load_experiment
     from proxy.sweep.spec import BudgetSpec
+    from proxy.sweep.store import open_storage
     from transfer.ladder import run_ladder
     from transfer.observations import load_observations
 
@@ -58,8 +59,9 @@ def run_one(exp_path: Path, mode: str, seed: int, trials: int | None, workdir: P
                                                                     startup_trials=min(exp.search.startup_trials, trials))
     # No budget cap: both searches run every trial, and the ledger scan per trial is skipped.
     exp = dataclasses.replace(exp, seeds=(seed,), search=search, budget=BudgetSpec())
-    run_ladder(exp, mode=mode, seed=seed)
-    obs = load_observations(exp)
+    storage = open_storage(exp.storage)
+    run_ladder(exp, mode=mode, storage=storage, seed=seed)
+    obs = load_observations(exp, storage)
     out = {}
     for rung in exp.rungs:
         rows = sorted(obs.get(rung.name, []), key=lambda o: o.extra["trial_number"])

@@ -1,6 +1,6 @@
 """From the store to the plan: per-rung optima, trends, the loss law, and the target config.
 
-``fit_all(experiment)`` reads the store and fits everything (``Fits``); ``fits_json`` writes
+``fit_all(experiment, storage)`` reads the store and fits everything (``Fits``); ``fits_json`` writes
 them for ``fits.json``; ``make_plan(experiment, fits)`` builds the ``transfer.plan.Plan``:
 
 * Continuous knob: the power-law trend over the rungs with interior optima
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from scipy import stats
@@ -45,6 +45,11 @@ from proxy.sweep import knobs as K
 from transfer.observations import RungFit, fit_rungs, load_observations
 from transfer.plan import (SCHEMA_VERSION, BoxAdjustment, CategoricalPlan, Flatness, KnobPlan, LedgerSummary,
                            LossPrediction, Plan, RungWinner, TargetInfo, _jsonable, provenance_for)
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+    from proxy.sweep.experiment import Experiment
 
 MUP_FLAT_KNOBS = ("lr", "init_scale", "aux_loss_coef", "z_loss_coef", "warmup_frac")
 BAND_REL = 0.0025             # near-optimal band: within 0.25% of the loss (as fits.fit_optimum)
@@ -108,12 +113,13 @@ def _fit_loss(optima: list[RungOptimum], seed: int) -> tuple[LossLawFit | None, 
     return law, "", notes
 
 
-def fit_all(experiment: Any, storage: Any = None, *, seed: int = 0) -> Fits:
-    """Read the store and fit every rung, every continuous knob's trend and the loss law."""
-    from proxy.sweep.store import open_storage
+def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0) -> Fits:
+    """Read the store and fit every rung, every continuous knob's trend and the loss law.
+
+    ``storage`` is the command's one open store (``proxy.sweep.store.open_storage``).
+    """
     from transfer.ladder import read_records
 
-    storage = storage or open_storage(experiment.storage)
     obs = load_observations(experiment, storage)
     if not obs:
         raise ValueError(f"the store {experiment.storage} has no finished trial of experiment "
@@ -132,7 +138,7 @@ def fit_all(experiment: Any, storage: Any = None, *, seed: int = 0) -> Fits:
                 observations=obs, records=read_records(experiment, storage), notes=tuple(notes))
 
 
-def target_info(experiment: Any) -> TargetInfo:
+def target_info(experiment: Experiment) -> TargetInfo:
     t = experiment.target
     if t is None:
         raise ValueError(f"experiment {experiment.name!r} has no [target] table: there is nothing to plan for")
@@ -141,7 +147,7 @@ def target_info(experiment: Any) -> TargetInfo:
                       tokens=float(t.tokens), flops=float(train_flops(t.config, t.tokens)), config=t.config.to_dict())
 
 
-def fits_json(experiment: Any, fits: Fits, command: str = "") -> dict[str, Any]:
+def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str, Any]:
     """The ``fits.json`` document (schema in ``transfer.plan``)."""
     size = target_info(experiment).params_active if experiment.target is not None else None
     trends = {}
@@ -195,7 +201,7 @@ def _flatness(trend: TrendFit) -> Flatness:
     return Flatness(exponent=b, se=se, t=t, df=trend.df, p_value=p, alpha=FLAT_ALPHA, flat=flat, statement=statement)
 
 
-def _knob_plan(experiment: Any, fits: Fits, knob: str, target: TargetInfo, law_at_target: float | None) -> KnobPlan:
+def _knob_plan(experiment: Experiment, fits: Fits, knob: str, target: TargetInfo, law_at_target: float | None) -> KnobPlan:
     spec = next(k for k in experiment.search.box if k.name == knob)
     box = ConfidenceInterval(float(spec.low), float(spec.high))
     usable = fits.usable
@@ -278,11 +284,10 @@ def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int) -
                           n_rungs=n_rungs, converged=law.converged)
 
 
-def ledger_summary(experiment: Any, storage: Any = None) -> LedgerSummary:
+def ledger_summary(experiment: Experiment, storage: BaseStorage) -> LedgerSummary:
+    """What the sweep cost, from the ledger of the command's open store."""
     from proxy.sweep.ledger import ledger
-    from proxy.sweep.store import open_storage
 
-    storage = storage or open_storage(experiment.storage)
     led = ledger(storage, experiment)
     trials: dict[str, int] = {}
     for t in led.trials:
@@ -294,7 +299,7 @@ def ledger_summary(experiment: Any, storage: Any = None) -> LedgerSummary:
                          trials_per_rung=trials, n_trials=sum(trials.values()))
 
 
-def make_plan(experiment: Any, fits: Fits, ledger: LedgerSummary, command: str = "") -> Plan:
+def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command: str = "") -> Plan:
     """The plan for ``experiment.target`` from ``fits`` (see the module docstring)."""
     target = target_info(experiment)
     if not fits.optima:

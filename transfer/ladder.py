@@ -35,16 +35,21 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from fits.intervals import ConfidenceInterval
 from fits.optimum import RungOptimum
 from proxy.flops import param_counts
 from proxy.sweep import knobs as K
-from proxy.sweep.spec import KnobSpec, RungSpec
+from proxy.sweep.spec import RungSpec
 from transfer.box import Box, BoxChoice, extrapolate_next, recentre, widen
 from transfer.observations import fit_rungs, load_observations
 from transfer.plan import BoxAdjustment
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+    from proxy.sweep.experiment import Experiment
 
 MODES = ("ladder", "plain")
 ATTR = "ladder"
@@ -87,13 +92,13 @@ class LadderResult:
     message: str = ""
 
 
-def human_boxes(experiment: Any) -> dict[str, Box]:
+def human_boxes(experiment: Experiment) -> dict[str, Box]:
     """The human's box of every continuous, non-mix knob, as ``transfer.box.Box``."""
     return {k.name: Box(float(k.low), float(k.high), bool(k.log), bool(k.integer))
             for k in experiment.search.box if not k.categorical and k.name != K.MIX_KNOB}
 
 
-def _policy(experiment: Any) -> tuple[bool, float, int]:
+def _policy(experiment: Experiment) -> tuple[bool, float, int]:
     r = experiment.review
     return bool(r.get("allow_widening", True)), float(r.get("max_widen_factor", 4.0)), int(r.get("max_widen_rounds", 2))
 
@@ -106,7 +111,7 @@ def _adjustment(rung: str, knob: str, action: str, human: Box, choice: BoxChoice
                          clipped=False if choice is None else choice.clipped, reason=reason)
 
 
-def first_box(experiment: Any, rung: RungSpec, below: list[RungOptimum], mode: str) -> RungRecord:
+def first_box(experiment: Experiment, rung: RungSpec, below: list[RungOptimum], mode: str) -> RungRecord:
     """The box a rung starts with, given the optima of the rungs below (ascending size)."""
     humans = human_boxes(experiment)
     n = experiment.search.trials_per_rung
@@ -145,7 +150,7 @@ def first_box(experiment: Any, rung: RungSpec, below: list[RungOptimum], mode: s
     return RungRecord(rung.name, mode, boxes, tuple(adjs), enqueued, 0, n)
 
 
-def _rung_experiment(experiment: Any, record: RungRecord) -> Any:
+def _rung_experiment(experiment: Experiment, record: RungRecord) -> Any:
     box = []
     for k in experiment.search.box:
         b = record.box.get(k.name)
@@ -157,7 +162,7 @@ def _rung_experiment(experiment: Any, record: RungRecord) -> Any:
     return dataclasses.replace(experiment, search=search)
 
 
-def _study(experiment: Any, rung: RungSpec, storage: Any) -> Any:
+def _study(experiment: Experiment, rung: RungSpec, storage: BaseStorage) -> Any:
     import optuna
 
     from proxy.sweep.store import study_name
@@ -166,7 +171,7 @@ def _study(experiment: Any, rung: RungSpec, storage: Any) -> Any:
                                direction="minimize", load_if_exists=True)
 
 
-def read_records(experiment: Any, storage: Any) -> dict[str, RungRecord]:
+def read_records(experiment: Experiment, storage: BaseStorage) -> dict[str, RungRecord]:
     """The stored ``RungRecord`` of every rung that has one (rung name -> record)."""
     from proxy.sweep.store import experiment_study_names
 
@@ -212,7 +217,7 @@ def _edge_sides(opt: RungOptimum, box: Mapping[str, Box], obs: list) -> dict[str
     return sides
 
 
-def run_ladder(experiment: Any, *, mode: str = "ladder", storage: Any = None, seed: int = 0,
+def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseStorage | None = None, seed: int = 0,
                progress: Callable[[Any], None] | None = None) -> LadderResult:
     """Sweep the experiment's ladder rung by rung (see the module docstring); resumable."""
     from proxy.sweep.runner import sweep_rung

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from fits.observation import Observation
 from fits.optimum import KnobSpec as FitKnob
@@ -22,8 +22,13 @@ from fits.optimum import RungOptimum, fit_optimum
 from proxy.flops import param_counts
 from proxy.sweep import knobs as K
 
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
-def fit_knobs(experiment: Any) -> tuple[FitKnob, ...]:
+    from proxy.sweep.experiment import Experiment
+
+
+def fit_knobs(experiment: Experiment) -> tuple[FitKnob, ...]:
     """The searched knobs the fits treat: continuous ones (log where searched on a log scale)
     and categorical ones; the mixture logits are left to the report (their optimum is a point
     on a simplex, not a power law in size)."""
@@ -38,61 +43,46 @@ def fit_knobs(experiment: Any) -> tuple[FitKnob, ...]:
     return tuple(out)
 
 
-def _expert_attrs(storage: Any, experiment_name: str) -> dict[tuple[str, int], dict[str, float]]:
-    """(rung, trial number) -> expert-load figures of COMPLETE trials, read from the store."""
-    from optuna.trial import TrialState
-
-    from proxy.sweep.store import experiment_study_names
-
-    out: dict[tuple[str, int], dict[str, float]] = {}
-    for sname in experiment_study_names(storage, experiment_name):
-        rung = sname[len(experiment_name) + 1:]
-        sid = storage.get_study_id_from_name(sname)
-        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
-            load = t.user_attrs.get("expert_load") or {}
-            extra = {"trial_number": float(t.number)}
-            for key in ("max_over_mean", "dropped_fraction", "balance_loss"):
-                v = load.get(key)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    extra[f"expert_{key}"] = float(v)
-            out[(rung, t.number)] = extra
-    return out
+def _expert_extras(t: Any) -> dict[str, float]:
+    """A trial's number and its expert-load figures (finite ones), for ``Observation.extra``."""
+    load = t.user_attrs.get("expert_load") or {}
+    extra = {"trial_number": float(t.number)}
+    for key in ("max_over_mean", "dropped_fraction", "balance_loss"):
+        v = load.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            extra[f"expert_{key}"] = float(v)
+    return extra
 
 
-def load_observations(experiment: Any, storage: Any | None = None) -> dict[str, list[Observation]]:
+def load_observations(experiment: Experiment, storage: BaseStorage) -> dict[str, list[Observation]]:
     """Every COMPLETE trial of ``experiment`` grouped by rung, in trial order (rung name ->
     observations). Rungs of the experiment's ladder come first in ladder order, then any
-    imported rungs by active size."""
+    imported rungs by active size.
+
+    Each study's trials are read once, and every figure of a trial (its observation, its number
+    and its expert load) comes from that one read, so a trial finishing meanwhile cannot pair one
+    trial's figures with another's.
+    """
     from optuna.trial import TrialState
 
-    from proxy.sweep.store import experiment_study_names, open_storage
+    from proxy.sweep.runner import trial_observation
+    from proxy.sweep.store import experiment_study_names
 
-    storage = storage or open_storage(experiment.storage)
     base = {r.name: param_counts(r.config) for r in experiment.rungs}
-    extras = _expert_attrs(storage, experiment.name)
     by_rung: dict[str, list[Observation]] = {}
-    # Trial numbers, in the order runner.observations yields them (study by study, trial order).
-    numbers: dict[str, list[int]] = {}
     for sname in experiment_study_names(storage, experiment.name):
         rung = sname[len(experiment.name) + 1:]
         sid = storage.get_study_id_from_name(sname)
-        numbers[rung] = [t.number for t in storage.get_all_trials(sid, deepcopy=False,
-                                                                  states=(TrialState.COMPLETE,))]
-    from proxy.sweep.runner import observations as store_observations
-
-    seen: dict[str, int] = {}
-    for o in store_observations(storage, experiment):
-        i = seen.get(o.rung, 0)
-        seen[o.rung] = i + 1
-        number = numbers[o.rung][i]
-        extra = dict(o.extra) | extras.get((o.rung, number), {})
-        extra |= {"trial_params_total": o.params_total, "trial_params_active": o.params_active}
-        if o.rung in base:
-            o = dataclasses.replace(o, params_total=float(base[o.rung].total),
-                                    params_active=float(base[o.rung].active), extra=extra)
-        else:
-            o = dataclasses.replace(o, extra=extra)
-        by_rung.setdefault(o.rung, []).append(o)
+        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
+            o = trial_observation(rung, t)
+            extra = dict(o.extra) | _expert_extras(t)
+            extra |= {"trial_params_total": o.params_total, "trial_params_active": o.params_active}
+            if o.rung in base:
+                o = dataclasses.replace(o, params_total=float(base[o.rung].total),
+                                        params_active=float(base[o.rung].active), extra=extra)
+            else:
+                o = dataclasses.replace(o, extra=extra)
+            by_rung.setdefault(o.rung, []).append(o)
     order = [r.name for r in experiment.rungs if r.name in by_rung]
     rest = sorted((r for r in by_rung if r not in order), key=lambda r: by_rung[r][0].params_active)
     return {r: by_rung[r] for r in order + rest}
@@ -108,7 +98,7 @@ class RungFit:
     error: str = ""
 
 
-def fit_rungs(experiment: Any, obs_by_rung: Mapping[str, Sequence[Observation]], *,
+def fit_rungs(experiment: Experiment, obs_by_rung: Mapping[str, Sequence[Observation]], *,
               seed: int = 0) -> list[RungFit]:
     """``fits.fit_optimum`` on every rung with trials, in ascending active size."""
     knobs = fit_knobs(experiment)

@@ -69,11 +69,14 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from fits.intervals import ConfidenceInterval
+
+if TYPE_CHECKING:
+    from proxy.sweep.experiment import Experiment
 
 SCHEMA_VERSION = "1"
 INTERVAL_KINDS = ("prediction", "bootstrap", "mean", "flat", "rung")
@@ -136,7 +139,7 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return sha if out.returncode == 0 and len(sha) == 40 else None
 
 
-def provenance_for(experiment: Any, command: str = "") -> Provenance:
+def provenance_for(experiment: Experiment, command: str = "") -> Provenance:
     """Provenance of an artifact made from ``experiment`` (a ``proxy.sweep.Experiment``)."""
     from proxy import __version__
 

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from fits.observation import Observation
@@ -418,17 +418,22 @@ def observations(storage: Any, experiment: Any) -> list[Observation]:
         rung = sname[len(name) + 1:]
         study_id = storage.get_study_id_from_name(sname)
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
-            a = t.user_attrs
-            loss = a.get("final_loss")
-            diverged = bool(a.get("diverged", False))
-            knobs = dict(a.get("knobs") or {k: v for k, v in t.params.items()})
-            extra = {"objective": float(t.value)}
-            for key in ("flops", "wall_time_s"):
-                if isinstance(a.get(key), (int, float)):
-                    extra[key] = float(a[key])
-            out.append(Observation(
-                params_total=float(a["params_total"]), params_active=float(a["params_active"]),
-                tokens=float(a["tokens"]), knobs=knobs,
-                loss=math.nan if loss is None or diverged else float(loss), diverged=diverged,
-                rung=rung, seed=int(a.get("seed", 0) or 0), extra=extra))
+            out.append(trial_observation(rung, t))
     return out
+
+
+def trial_observation(rung: str, t: Any) -> Observation:
+    """One COMPLETE ``optuna.trial.FrozenTrial`` of ``rung`` as an Observation (see ``observations``)."""
+    a = t.user_attrs
+    loss = a.get("final_loss")
+    diverged = bool(a.get("diverged", False))
+    knobs = dict(a.get("knobs") or {k: v for k, v in t.params.items()})
+    extra = {"objective": float(t.value)}
+    for key in ("flops", "wall_time_s"):
+        if isinstance(a.get(key), (int, float)):
+            extra[key] = float(a[key])
+    return Observation(
+        params_total=float(a["params_total"]), params_active=float(a["params_active"]),
+        tokens=float(a["tokens"]), knobs=knobs,
+        loss=math.nan if loss is None or diverged else float(loss), diverged=diverged,
+        rung=rung, seed=int(a.get("seed", 0) or 0), extra=extra)

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
           f"data; store {exp.storage}", file=sys.stderr)
     bar, callback = (None, None) if args.no_progress else _progress_bar(exp, storage)
     try:
-        result = run_ladder(exp, progress=callback)
+        result = run_ladder(exp, storage=storage, progress=callback)
     finally:
         if bar is not None:
             bar.close()
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         pdf = folder / "report.pdf"
         print("demo: nothing new in the store; the artifacts are up to date", file=sys.stderr)
     else:
-        _, plan, verdict = review_and_write(exp, None, "ladder demo")
+        _, plan, verdict = review_and_write(exp, storage, None, "ladder demo")
         pdf = write_report(folder, exp, storage)
     print()
     print(f"VERDICT: {verdict.verdict}")

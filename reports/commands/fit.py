@@ -37,6 +37,14 @@ def load(args: argparse.Namespace) -> Any:
     return load_experiment(args.experiment, storage=storage_override(args.storage))
 
 
+def open_store(experiment: Any) -> Any:
+    """The experiment's trial store, opened once per command and passed to every step that reads
+    or writes it (one connection pool, one heartbeat setting)."""
+    from proxy.sweep.store import open_storage
+
+    return open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+
+
 def run_dir(experiment: Any, out: str | None = None) -> Path:
     """Where an experiment's artifacts live: ``out``, else the SQLite store's folder
     (``runs/<name>/`` by default), else ``runs/<name>/`` beside the experiment file."""
@@ -65,17 +73,17 @@ def write_json(path: Path, doc: Any) -> Path:
     return path
 
 
-def fit_and_write(experiment: Any, out: str | None, command: str) -> Any:
+def fit_and_write(experiment: Any, storage: Any, out: str | None, command: str) -> Any:
     from transfer.extrapolate import fit_all, fits_json
 
-    fits = fit_all(experiment)
+    fits = fit_all(experiment, storage)
     write_json(run_dir(experiment, out) / "fits.json", fits_json(experiment, fits, command))
     return fits
 
 
 def run(args: argparse.Namespace) -> int:
     exp = load(args)
-    fits = fit_and_write(exp, args.out, "ladder fit")
+    fits = fit_and_write(exp, open_store(exp), args.out, "ladder fit")
     for f in fits.rungs:
         print(f.optimum.summary() if f.optimum is not None else f"Rung {f.rung}: no optimum ({f.error})")
     for name, trend in fits.trends.items():

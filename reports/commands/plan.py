@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reports.commands.fit import add_common, fit_and_write, load, run_dir, write_json
+from reports.commands.fit import add_common, fit_and_write, load, open_store, run_dir, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,18 +38,18 @@ def plan_summary(plan: Any) -> str:
     return "\n".join(lines)
 
 
-def plan_and_write(experiment: Any, out: str | None, command: str) -> tuple[Any, Any]:
+def plan_and_write(experiment: Any, storage: Any, out: str | None, command: str) -> tuple[Any, Any]:
     from transfer.extrapolate import ledger_summary, make_plan
 
-    fits = fit_and_write(experiment, out, command)
-    plan = make_plan(experiment, fits, ledger_summary(experiment), command)
+    fits = fit_and_write(experiment, storage, out, command)
+    plan = make_plan(experiment, fits, ledger_summary(experiment, storage), command)
     write_json(run_dir(experiment, out) / "plan.json", plan.to_dict())
     return fits, plan
 
 
 def run(args: argparse.Namespace) -> int:
     exp = load(args)
-    _, plan = plan_and_write(exp, args.out, "ladder plan")
+    _, plan = plan_and_write(exp, open_store(exp), args.out, "ladder plan")
     print(plan_summary(plan))
     print(f"wrote {run_dir(exp, args.out) / 'plan.json'}")
     return 0

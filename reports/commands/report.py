@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from reports.commands.fit import add_common, load, run_dir
+from reports.commands.fit import add_common, load, open_store, run_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,11 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.sweep.store import open_storage
     from reports.pdf import write_report
 
     exp = load(args)
     folder = run_dir(exp, args.out)
-    path = write_report(folder, exp, open_storage(exp.storage), args.output)
+    path = write_report(folder, exp, open_store(exp), args.output)
     print(f"wrote {path}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reports.commands.fit import add_common, load, run_dir, write_json
+from reports.commands.fit import add_common, load, open_store, run_dir, write_json
 from reports.commands.plan import plan_and_write
 
 
@@ -17,10 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def review_and_write(experiment: Any, out: str | None, command: str) -> tuple[Any, Any, Any]:
+def review_and_write(experiment: Any, storage: Any, out: str | None, command: str) -> tuple[Any, Any, Any]:
     from reports.review import review
 
-    fits, plan = plan_and_write(experiment, out, command)
+    fits, plan = plan_and_write(experiment, storage, out, command)
     verdict = review(plan, fits, experiment.review)
     write_json(run_dir(experiment, out) / "review.json", verdict.to_dict())
     return fits, plan, verdict
@@ -28,7 +28,7 @@ def review_and_write(experiment: Any, out: str | None, command: str) -> tuple[An
 
 def run(args: argparse.Namespace) -> int:
     exp = load(args)
-    _, _, verdict = review_and_write(exp, args.out, "ladder review")
+    _, _, verdict = review_and_write(exp, open_store(exp), args.out, "ladder review")
     print(verdict.summary())
     print(f"wrote {run_dir(exp, args.out) / 'review.json'}")
     return 0

@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Any
 
-from reports.commands.fit import add_common, load, run_dir
+from reports.commands.fit import add_common, load, open_store, run_dir
 from reports.commands.plan import plan_summary
 from reports.commands.review import review_and_write
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _report(experiment: Any, out: str | None) -> str:
+def _report(experiment: Any, storage: Any, out: str | None) -> str:
     try:
         pdf = importlib.import_module("reports.pdf")
     except ImportError:
@@ -38,29 +38,30 @@ def _report(experiment: Any, out: str | None) -> str:
     write = getattr(pdf, "write_report", None)
     if not callable(write):
         return "report: reports.pdf has no write_report; JSON artifacts only"
-    return f"wrote {write(run_dir(experiment, out), experiment)}"
+    return f"wrote {write(run_dir(experiment, out), experiment, storage)}"
 
 
 def run(args: argparse.Namespace) -> int:
     from transfer.ladder import run_ladder
 
     exp = load(args)
+    storage = open_store(exp)
     progress = None
     if not args.no_progress:
         def progress(p: Any) -> None:
             best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
             print(f"  {exp.name}/{p.rung}: {p.complete}/{p.requested} trials, best {best}", file=sys.stderr)
-    result = run_ladder(exp, mode="plain" if args.plain else "ladder", progress=progress)
+    result = run_ladder(exp, mode="plain" if args.plain else "ladder", storage=storage, progress=progress)
     for rec in result.records:
         for a in rec.adjustments:
             if a.reportable:
                 print(f"{rec.rung}/{a.knob}: {a.action}: [{a.box.low:.4g}, {a.box.high:.4g}] - {a.reason}")
     if result.message:
         print(result.message)
-    _, plan, verdict = review_and_write(exp, args.out, "ladder run")
+    _, plan, verdict = review_and_write(exp, storage, args.out, "ladder run")
     print(plan_summary(plan))
     print(verdict.summary())
     if not args.no_report:
-        print(_report(exp, args.out))
+        print(_report(exp, storage, args.out))
     print(f"artifacts in {run_dir(exp, args.out)}")
     return 0
