@@ -40,6 +40,15 @@ GRAD_TOL = 1e-6
 GRID_EXP = np.arange(0.0, 2.01, 0.5)
 GRID_E = np.arange(-1.0, 1.01, 0.5)
 GRID_LOGCOEF = np.arange(0.0, 25.01, 5.0)
+# A credible law's exponents lie in EXPONENT_RANGE and its log-prefactors below LN_PREFACTOR_MAX.
+# Published exponents: 0.076 (Kaplan et al. 2020, L(N)), 0.34 and 0.28 (Hoffmann et al. 2022),
+# 0.35 and 0.37 (Besiroglu et al. 2024); the starting grid above stops at 2 and e^25. A fit that
+# runs past these (alpha = 31.6 with A = 1e147 on rungs whose loss does not fall with size) has
+# found no power law, only a step, and must not be extrapolated.
+EXPONENT_RANGE = (0.01, 2.0)
+LN_PREFACTOR_MAX = 30.0
+# E is bounded by 0 and by the smallest observed loss; within this share of either it is at a bound.
+E_BOUND_FRACTION = 1e-3
 
 
 class ConvergenceWarning(UserWarning):
@@ -139,6 +148,30 @@ class LossLawFit:
         elif tokens is not None:
             raise ValueError("this law is L(N): tokens must be None")
         return float(out) if np.ndim(out) == 0 else out
+
+    def problems(self, losses: Sequence[float] | None = None) -> tuple[str, ...]:
+        """Why this law must not be extrapolated (empty when it may): not converged, an exponent
+        outside ``EXPONENT_RANGE``, a prefactor above e^LN_PREFACTOR_MAX, or (given the fitted
+        ``losses``) an irreducible loss E at 0 or at the smallest loss."""
+        out = []
+        if not self.converged:
+            out.append(f"the fit did not converge (gradient norm {self.grad_norm:.2g} > {GRAD_TOL:g})")
+        lo, hi = EXPONENT_RANGE
+        for k in ("alpha", "beta"):
+            v = self.params.get(k)
+            if v is not None and not lo <= v <= hi:
+                out.append(f"{k} = {v:.3g} is outside [{lo:g}, {hi:g}]")
+        for k in ("A", "B"):
+            v = self.params.get(k)
+            if v is not None and (not math.isfinite(v) or v > math.exp(LN_PREFACTOR_MAX)):
+                out.append(f"{k} = {v:.3g} is above e^{LN_PREFACTOR_MAX:g}")
+        if losses is not None and len(losses):
+            least, e = float(min(losses)), self.params["E"]
+            if e >= least * (1 - E_BOUND_FRACTION):
+                out.append(f"E = {e:.4g} is at the smallest loss ({least:.4g}): no power-law term is left")
+            elif e <= least * E_BOUND_FRACTION:
+                out.append(f"E = {e:.3g} is at 0")
+        return tuple(out)
 
     def boot_table(self) -> dict[str, np.ndarray]:
         if not self.boot.size:

@@ -302,6 +302,15 @@ def _draw_loss_law(ax: Any, p: LossPanel) -> None:
         ax.text(0.5, 0.5, textwrap.fill(f"no loss law fitted: {p.why}", 70), ha="center", va="center",
                 transform=ax.transAxes, fontsize=FONT)
         return
+    problems = law.problems(p.losses)
+    if problems:
+        # A non-converged or degenerate law is named as such, its parameters are not printed (a
+        # runaway fit reads A = 1e147) and nothing is extrapolated from it.
+        ax.text(0.5, 0.5, textwrap.fill(f"loss law L({law.form}) not usable, not extrapolated: "
+                                        + "; ".join(problems), 70),
+                ha="center", va="center", transform=ax.transAxes, fontsize=FONT, color=COLORS["target"])
+        ax.grid(alpha=0.3, lw=0.5, which="both")
+        return
     grid = np.geomspace(n.min() / 1.3, max(p.target_size, n.max()) * 1.3, 150)
     tok = None
     form = "E + A N^-alpha"

@@ -132,7 +132,9 @@ def cover_page(plan: Any, verdict: Any, contents: Sequence[tuple[str, int]] = ()
     w.space(0.6)
     w.text("Predicted loss of the full-size run", FONT + 1, weight="bold")
     if plan.loss is None:
-        w.text("not predicted (no loss law could be fitted; see the loss-law page)", FONT)
+        why = next((n.split(": ", 1)[1] for n in plan.notes if n.startswith("no loss prediction: ")),
+                   "no loss law could be fitted")
+        w.text(f"not predicted: {why} (see the loss-law page)", FONT)
     else:
         lp = plan.loss
         w.text(f"{fmt(lp.value)} nats/token; 80% {fmt_interval(lp.ci80)}, 95% {fmt_interval(lp.ci95)} "

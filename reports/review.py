@@ -22,7 +22,7 @@ Value types (the contract read by ``reports.pdf`` and written to ``runs/<name>/r
              "hard": bool,            # a FAIL of a hard check makes the verdict NO-GO
              "details": {...}}        # extra numbers for figures (JSON types)
 
-Checks (``CHECK_NAMES``, in report order): ``interior_rungs``, ``edge_largest``,
+Checks (``CHECK_NAMES``, in report order): ``scaling_regime``, ``interior_rungs``, ``edge_largest``,
 ``extrapolation``, ``backtest``, ``lr_interval``, ``loss_penalty``, ``divergence``,
 ``expert_load``, ``sweep_cost``. ``review(...)`` computes them from a ``Plan`` and the fits;
 the verdict rule is ``VERDICT_RULE``.
@@ -41,9 +41,10 @@ PASS, WARN, FAIL, INCONCLUSIVE = "PASS", "WARN", "FAIL", "INCONCLUSIVE"
 STATUSES = (PASS, WARN, FAIL, INCONCLUSIVE)
 GO, NO_GO = "GO", "NO-GO"
 VERDICTS = (GO, NO_GO, INCONCLUSIVE)
-CHECK_NAMES = ("interior_rungs", "edge_largest", "extrapolation", "backtest", "lr_interval", "loss_penalty",
-               "divergence", "expert_load", "sweep_cost")
-HARD_CHECKS = ("interior_rungs", "edge_largest", "extrapolation", "backtest", "loss_penalty", "divergence")
+CHECK_NAMES = ("scaling_regime", "interior_rungs", "edge_largest", "extrapolation", "backtest", "lr_interval",
+               "loss_penalty", "divergence", "expert_load", "sweep_cost")
+HARD_CHECKS = ("scaling_regime", "interior_rungs", "edge_largest", "extrapolation", "backtest", "loss_penalty",
+               "divergence")
 VERDICT_RULE = ("NO-GO if any hard check FAILs; otherwise INCONCLUSIVE if any hard check is INCONCLUSIVE "
                 "(evidence missing or not decisive); otherwise GO. Hard checks: " + ", ".join(HARD_CHECKS) +
                 ". The other checks only WARN; their warnings are listed with the verdict.")
@@ -148,6 +149,83 @@ def _check(name: str, title: str, status: str, figure: float | None, unit: str, 
            **details: Any) -> Check:
     return Check(name=name, title=title, status=status, figure=figure, unit=unit, threshold=threshold,
                  reason=reason, hard=name in HARD_CHECKS, details=details)
+
+
+@dataclass(frozen=True)
+class RungLevel:
+    """A rung's loss as the regime check compares it: the mean over the seeds its incumbent (best
+    trial) was trained with, ``seeds`` of them (1 when it was not replicated)."""
+
+    rung: str
+    params_active: float
+    loss: float
+    seeds: int
+    sample_var: float | None   # the incumbent's seed-to-seed variance (None for one seed)
+
+
+def rung_levels(fits: Any) -> list[RungLevel]:
+    """Every rung with a usable trial, in ascending active size (``fits.rungs``' order)."""
+    out = []
+    for f in fits.rungs:
+        obs = list(fits.observations.get(f.rung, ()))
+        ok = [o for o in obs if o.usable and "replicate_of" not in o.extra]
+        best = min(ok, key=lambda o: o.loss, default=None)
+        if best is None:
+            continue
+        number = best.extra.get("trial_number")
+        reps = [o.loss for o in obs if o.usable and number is not None and o.extra.get("replicate_of") == number]
+        values = [best.loss] + reps
+        mean = sum(values) / len(values)
+        var = None if len(values) < 2 else sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        out.append(RungLevel(f.rung, best.params_active, mean, len(values), var))
+    return out
+
+
+def check_scaling_regime(fits: Any, policy: Mapping[str, Any]) -> Check:
+    """The ladder is in the scaling regime: each rung's loss is below the next smaller rung's by
+    more than ``regime_z`` standard errors of their difference, with the seed-to-seed standard
+    deviation pooled over the rungs' replicated incumbents (``search.replicates``); and the loss
+    law converged with its parameters off their bounds (``LossLawFit.problems``). A ladder whose
+    loss does not fall with size is not evidence for any trend fitted on it."""
+    z = float(policy["regime_z"])
+    title, unit = "Loss falls with size (scaling regime)", "x noise"
+    threshold = f"every gap > {z:g} noise sd of the difference; loss law converged, off its bounds"
+    levels = rung_levels(fits)
+    pooled = [(lv.seeds - 1, lv.sample_var) for lv in levels if lv.sample_var is not None]
+    details: dict[str, Any] = {"levels": [{"rung": lv.rung, "loss": lv.loss, "seeds": lv.seeds} for lv in levels]}
+    if len(levels) < 2:
+        return _check("scaling_regime", title, INCONCLUSIVE, None, unit, threshold,
+                      f"{len(levels)} rung(s) with a usable trial: the order of losses cannot be checked", **details)
+    if not pooled:
+        return _check("scaling_regime", title, INCONCLUSIVE, None, unit, threshold,
+                      "no rung's best trial was trained with a second seed, so the seed-to-seed noise the losses are "
+                      "compared against is unknown; set search.replicates >= 1", **details)
+    dof = sum(d for d, _ in pooled)
+    sd = math.sqrt(sum(d * v for d, v in pooled) / dof)
+    details |= {"seed_sd": sd, "seed_sd_dof": dof}
+    ratios = []
+    for small, big in zip(levels, levels[1:]):
+        se = sd * math.sqrt(1 / small.seeds + 1 / big.seeds)
+        gap = small.loss - big.loss
+        ratios.append((gap / se if se > 0 else (math.inf if gap > 0 else -math.inf), small, big, gap, se))
+    details["gaps"] = [{"smaller": s.rung, "larger": b.rung, "gap": g, "se": se} for _, s, b, g, se in ratios]
+    worst = min(ratios, key=lambda r: r[0])
+    figure = worst[0] if math.isfinite(worst[0]) else None
+    if worst[0] <= z:
+        _, s, b, gap, se = worst
+        return _check("scaling_regime", title, INCONCLUSIVE, figure, unit, threshold,
+                      f"{b.rung}'s loss {b.loss:.4g} is not below {s.rung}'s {s.loss:.4g} by more than the noise "
+                      f"(gap {gap:+.3g} nats, {worst[0]:.2g} standard errors of {se:.2g}; seed sd {sd:.2g} over "
+                      f"{dof} replicate(s)): the ladder is not in the scaling regime there", **details)
+    law = fits.loss_law
+    if law is None or fits.loss_error:
+        return _check("scaling_regime", title, INCONCLUSIVE, figure, unit, threshold,
+                      f"the loss falls with size (smallest gap {worst[0]:.2g} noise sd), but "
+                      + (fits.loss_error or "no loss law was fitted"), **details)
+    return _check("scaling_regime", title, PASS, figure, unit, threshold,
+                  f"every rung's loss is below the next smaller one's by more than {z:g} standard errors "
+                  f"(smallest gap: {worst[1].rung} to {worst[2].rung}, {worst[0]:.2g}; seed sd {sd:.2g}), and the "
+                  f"loss law converged with alpha = {law.params['alpha']:.3g}", **details)
 
 
 def check_interior_rungs(fits: Any, policy: Mapping[str, Any]) -> Check:
@@ -389,7 +467,7 @@ def review(plan: Any, fits: Any, policy: Mapping[str, Any], provenance: Provenan
     from proxy.sweep.experiment import REVIEW_DEFAULTS
 
     pol = dict(REVIEW_DEFAULTS) | dict(policy)
-    checks = (check_interior_rungs(fits, pol), check_edge_largest(fits), check_extrapolation(plan, pol),
+    checks = (check_scaling_regime(fits, pol), check_interior_rungs(fits, pol), check_edge_largest(fits), check_extrapolation(plan, pol),
               check_backtest(fits, pol), check_lr_interval(plan, pol), check_loss_penalty(plan, pol),
               check_divergence(plan, fits, pol), check_expert_load(fits, pol), check_sweep_cost(plan, pol))
     verdict, reasons = decide(checks)

@@ -110,6 +110,10 @@ def _fit_loss(optima: list[RungOptimum], seed: int) -> tuple[LossLawFit | None, 
             return None, f"loss-law fit failed: {exc}", notes
     for w in caught:   # a non-converged refit is reported, not raised (resamples of 4-7 rungs degenerate)
         notes.append(f"loss law: {w.message}")
+    problems = law.problems(loss)
+    if problems:
+        # Kept for the report, which shows it as unusable; nothing is extrapolated from it.
+        return law, "the loss law is not usable: " + "; ".join(problems), notes
     return law, "", notes
 
 
@@ -263,8 +267,9 @@ def _categorical_plan(fits: Fits, knob: str) -> CategoricalPlan:
                            margin_largest=per[-1].margin, statement=statement)
 
 
-def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int) -> LossPrediction | None:
-    if law is None:
+def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int,
+                     error: str = "") -> LossPrediction | None:
+    if law is None or error:   # no law, or one that must not be extrapolated (Fits.loss_error says why)
         return None
     tok = target.tokens if law.form == "ND" else None
     value = float(law.predict(target.params_active, tok))
@@ -306,7 +311,7 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
         raise ValueError("no rung has an optimum (every trial diverged or no trials): nothing to plan from")
     notes = list(fits.notes)
     n_used = len(fits.optima)
-    loss = _loss_prediction(fits.loss_law, target, n_used)
+    loss = _loss_prediction(fits.loss_law, target, n_used, fits.loss_error)
     if loss is None:
         notes.append(f"no loss prediction: {fits.loss_error}")
     continuous = [k.name for k in experiment.search.box if not k.categorical and k.name != K.MIX_KNOB]

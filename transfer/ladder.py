@@ -19,6 +19,15 @@ in ascending active size:
    and no edge to move (a surface not convex, too few points) gets the same number of trials
    added in the same box, counted as a round. Every change is recorded
    (``transfer.plan.BoxAdjustment``) and the report states it.
+4. Replicates. Once a rung's box is settled, its best trial is trained again with
+   ``search.replicates`` further seeds (a trial enqueued with the same parameters and the
+   user attributes ``replicate_of`` and ``replicate_seeds``): the seed-to-seed noise at the
+   incumbent, against which the review compares the rungs' losses (``scaling_regime``).
+
+A re-centred rung starts near its answer and runs ``search.trials_per_upper_rung`` trials (the
+default is ``trials_per_rung``). Each rung is swept by ``experiment.workers`` local processes at
+once (``proxy.sweep.runner.WorkerPool``; TPE with the constant liar), which stay alive from rung
+to rung.
 
 ``mode="plain"`` runs the same ladder on the human's box with no re-centring, no enqueued
 point and no widening: the per-rung search the benchmark compares against.
@@ -114,8 +123,8 @@ def _adjustment(rung: str, knob: str, action: str, human: Box, choice: BoxChoice
 def first_box(experiment: Experiment, rung: RungSpec, below: list[RungOptimum], mode: str) -> RungRecord:
     """The box a rung starts with, given the optima of the rungs below (ascending size)."""
     humans = human_boxes(experiment)
-    n = experiment.search.trials_per_rung
     usable = [o for o in below if o.usable]
+    n = experiment.search.trials_per_rung if mode == "plain" or len(usable) < 2 else experiment.search.upper_trials
     if mode == "plain" or len(usable) < 2:
         why = ("plain per-rung search of the human's box" if mode == "plain" else
                f"human's box: {len(usable)} rung(s) below with an interior optimum (re-centring needs 2)")
@@ -158,7 +167,8 @@ def _rung_experiment(experiment: Experiment, record: RungRecord) -> Any:
             low, high = (int(b.low), int(b.high)) if k.integer else (b.low, b.high)
             k = dataclasses.replace(k, low=low, high=high)
         box.append(k)
-    search = dataclasses.replace(experiment.search, box=tuple(box), trials_per_rung=record.requested)
+    search = dataclasses.replace(experiment.search, box=tuple(box), trials_per_rung=record.requested,
+                                 startup_trials=min(experiment.search.startup_trials, record.requested))
     return dataclasses.replace(experiment, search=search)
 
 
@@ -218,9 +228,20 @@ def _edge_sides(opt: RungOptimum, box: Mapping[str, Box], obs: list) -> dict[str
 
 
 def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseStorage | None = None, seed: int = 0,
-               progress: Callable[[Any], None] | None = None) -> LadderResult:
-    """Sweep the experiment's ladder rung by rung (see the module docstring); resumable."""
-    from proxy.sweep.runner import sweep_rung
+               progress: Callable[[Any], None] | None = None, workers: int | None = None) -> LadderResult:
+    """Sweep the experiment's ladder rung by rung (see the module docstring); resumable.
+
+    ``workers``: local worker processes (default ``experiment.workers``, see
+    ``proxy.sweep.experiment.resolve_workers``)."""
+    from proxy.sweep.experiment import resolve_workers
+    from proxy.sweep.runner import WorkerPool
+
+    with WorkerPool(experiment, resolve_workers(experiment, workers)) as pool:
+        return _climb(experiment, mode, storage, seed, progress, pool)
+
+
+def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed: int,
+           progress: Callable[[Any], None] | None, pool: Any) -> LadderResult:
     from proxy.sweep.store import open_storage
 
     if mode not in MODES:
@@ -245,7 +266,7 @@ def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseSto
             if record.enqueued:
                 study.enqueue_trial(dict(record.enqueued), skip_if_exists=True)
         while True:
-            message = sweep_rung(_rung_experiment(experiment, record), rung, storage=storage, progress=progress)
+            message = pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress)
             if message:
                 records.append(record)
                 return LadderResult(tuple(records), True, message)
@@ -290,7 +311,41 @@ def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseSto
             _study(experiment, rung, storage).set_user_attr(ATTR, record.to_dict())
             if not grew:
                 break
+        record, message = _replicate(experiment, rung, record, storage, pool, progress)
+        if message:
+            records.append(record)
+            return LadderResult(tuple(records), True, message)
         records.append(record)
         if opt is not None:
             below.append(opt)
     return LadderResult(tuple(records))
+
+
+def incumbent(obs: list) -> Any:
+    """The rung's best usable trial that is not itself a replicate (None when there is none)."""
+    ok = [o for o in obs if o.usable and "replicate_of" not in o.extra]
+    return min(ok, key=lambda o: o.loss, default=None)
+
+
+def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, storage: BaseStorage, pool: Any,
+               progress: Callable[[Any], None] | None) -> tuple[RungRecord, str | None]:
+    """Train the rung's incumbent again with ``search.replicates`` further seeds (once: a rung
+    whose store holds a replicate already is left as it is)."""
+    from optuna.trial import TrialState
+
+    k = experiment.search.replicates
+    study = _study(experiment, rung, storage)
+    trials = study.get_trials(deepcopy=False)
+    if k < 1 or any("replicate_of" in t.user_attrs for t in trials):
+        return record, None
+    ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")
+          and t.user_attrs.get("final_loss") is not None]
+    best = min(ok, key=lambda t: t.value, default=None)
+    if best is None:
+        return record, None
+    start = max(experiment.seeds) + 1
+    seeds = [start + i for i in range(k)]
+    study.enqueue_trial(dict(best.params), user_attrs={"replicate_of": best.number, "replicate_seeds": seeds})
+    record = dataclasses.replace(record, requested=record.requested + 1)
+    study.set_user_attr(ATTR, record.to_dict())
+    return record, pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress)

@@ -11,11 +11,22 @@ annotated example. Defaults:
   whatever the working directory).
 * ``experiment.seeds = [0]``: every trial trains once per seed (the objective is the mean);
   all trials use the same seeds (common random numbers: differences between trials are not
-  noise in the data order); the first seed also seeds the sampler.
+  noise in the data order); the first seed also seeds the sampler unless ``search.sampler_seed``
+  is given.
 * ``experiment.heartbeat_interval = 10`` s (stale trials of a dead worker are retried after
   about twice that).
+* ``experiment.workers = "auto"``: local worker processes of ``ladder run``, ``ladder sweep`` and
+  ``ladder demo``; auto is one per ``threads`` CPU cores this process may use for the torch and
+  JAX backends (two one-thread workers on two cores), one for the simulated backend (its trials
+  take microseconds; a process would cost more than it saves). ``resolve_workers`` states it.
 * ``search.startup_trials = min(10, trials_per_rung)``, ``search.grid_points = 5`` per
   continuous knob (grid sampler), ``search.multivariate = true`` (TPE).
+* ``search.trials_per_upper_rung = trials_per_rung``: trials of a rung whose box the ladder-aware
+  search re-centres on the optimum extrapolated from the rungs below (it starts near the answer,
+  so it needs fewer trials than a rung searched in the human's box).
+* ``search.replicates = 1``: the ladder-aware search trains each rung's best trial again with
+  this many further seeds, so the review can measure the seed-to-seed noise the rungs' losses
+  are compared against (``scaling_regime``); the replicates count toward the ledger.
 * ``review``: see ``REVIEW_DEFAULTS``.
 """
 
@@ -54,6 +65,7 @@ REVIEW_DEFAULTS: dict[str, Any] = {
     "allow_widening": True,         # may the ladder widen a box beyond the human's box
     "max_widen_factor": 4.0,        # ... to at most this multiple of its width (log units)
     "max_widen_rounds": 2,          # edge-widening rounds per rung (each adds trials)
+    "regime_z": 1.645,              # a rung's loss must fall below the next smaller one's by z noise sds
 }
 
 
@@ -71,10 +83,22 @@ class SearchSpec:
     sampler: str = "tpe"
     trials_per_rung: int = 20
     startup_trials: int = 10
+    trials_per_upper_rung: int | None = None   # None: trials_per_rung
+    replicates: int = 1
+    sampler_seed: int | None = None            # None: the experiment's first training seed
     grid_points: int = 5
     multivariate: bool = True
     box: tuple[KnobSpec, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
+
+    def seed_of(self, training_seeds: tuple[int, ...]) -> int:
+        """The sampler's seed: ``sampler_seed``, else the first training seed."""
+        return training_seeds[0] if self.sampler_seed is None else self.sampler_seed
+
+    @property
+    def upper_trials(self) -> int:
+        """Trials of a rung the ladder-aware search re-centres (``trials_per_upper_rung``)."""
+        return self.trials_per_rung if self.trials_per_upper_rung is None else self.trials_per_upper_rung
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,7 @@ class Experiment:
     simulated: Any = None            # proxy.backends.simulated.SimulatedTruth for that backend
     path: str = ""
     sha256: str = ""
+    workers: int | str = "auto"      # local worker processes: "auto" or a positive int (resolve_workers)
 
     def rung(self, name: str) -> RungSpec:
         for r in self.rungs:
@@ -270,7 +295,8 @@ def _parse_knob(name: str, spec: Any, key: str) -> KnobSpec:
 def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
     table = _table(table, "search")
     _check_keys(table, "search", ("sampler", "trials_per_rung", "startup_trials", "grid_points",
-                                  "multivariate", "box", "fixed"))
+                                  "multivariate", "box", "fixed", "trials_per_upper_rung", "replicates",
+                                  "sampler_seed"))
     sampler = table.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise ExperimentError("search.sampler", f"must be one of {', '.join(SAMPLERS)}", sampler)
@@ -279,6 +305,13 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
     startup = _number(table.get("startup_trials", min(10, trials)), "search.startup_trials",
                       integer=True, non_negative=True)
     grid_points = _number(table.get("grid_points", 5), "search.grid_points", integer=True, positive=True)
+    upper = table.get("trials_per_upper_rung")
+    if upper is not None:
+        upper = _number(upper, "search.trials_per_upper_rung", integer=True, positive=True)
+    replicates = _number(table.get("replicates", 1), "search.replicates", integer=True, non_negative=True)
+    sampler_seed = table.get("sampler_seed")
+    if sampler_seed is not None:
+        sampler_seed = _number(sampler_seed, "search.sampler_seed", integer=True, non_negative=True)
     multivariate = table.get("multivariate", True)
     if not isinstance(multivariate, bool):
         raise ExperimentError("search.multivariate", "must be true or false", multivariate)
@@ -304,7 +337,8 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
         raise ExperimentError("search.box.mix", "searching the mix needs at least two data.domains",
                               list(domains))
     return SearchSpec(sampler=sampler, trials_per_rung=trials, startup_trials=startup,
-                      grid_points=grid_points, multivariate=multivariate, box=box, fixed=fixed)
+                      grid_points=grid_points, multivariate=multivariate, box=box, fixed=fixed,
+                      trials_per_upper_rung=upper, replicates=replicates, sampler_seed=sampler_seed)
 
 
 def _parse_mix(value: Any, key: str, domains: tuple[str, ...]) -> dict[str, float]:
@@ -440,7 +474,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                           "simulated"))
     exp = _table(doc.get("experiment", {}), "experiment")
     _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
-                                    "heartbeat_interval"))
+                                    "heartbeat_interval", "workers"))
     if "name" not in exp:
         raise ExperimentError("experiment.name", "is required")
     name = _string(exp["name"], "experiment.name")
@@ -461,6 +495,9 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True)
     heartbeat = _number(exp.get("heartbeat_interval", 10), "experiment.heartbeat_interval",
                         integer=True, positive=True)
+    workers = exp.get("workers", "auto")
+    if workers != "auto":
+        workers = _number(workers, "experiment.workers", integer=True, positive=True)
     if "ladder" not in doc:
         raise ExperimentError("ladder", "is required (preset or rungs)")
     rungs = _parse_ladder(doc["ladder"])
@@ -487,7 +524,31 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     return Experiment(name=name, storage=url, backend=backend, seeds=tuple(seeds), dtype=dtype,
                       threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
                       search=search, data=data, budget=budget, review=review, simulated=simulated,
-                      path=path, sha256=sha256)
+                      path=path, sha256=sha256, workers=workers)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which a container or taskset narrows)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(experiment: Experiment, override: int | None = None, *, cores: int | None = None) -> int:
+    """Local worker processes for ``experiment``: ``override`` (``--workers``) when given, else
+    ``experiment.workers``; "auto" is ``cores // threads`` (at least 1) for a backend that trains,
+    1 for the simulated backend."""
+    chosen = override if override is not None else experiment.workers
+    if chosen != "auto":
+        if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1:
+            raise ValueError(f"workers must be a positive integer or 'auto', got {chosen!r}")
+        return chosen
+    if experiment.backend == "simulated":
+        return 1
+    return max(1, (cores if cores is not None else usable_cores()) // experiment.threads)
 
 
 def load_experiment(path: str | Path, *, storage: str | None = None,

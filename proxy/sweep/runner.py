@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import threading
 import time
 import warnings
@@ -97,7 +98,7 @@ def make_sampler(experiment: Experiment, seed: int, *, workers: int = 1) -> Any:
         if s.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if s.sampler == "qmc":
-            return optuna.samplers.QMCSampler(seed=experiment.seeds[0], scramble=True)
+            return optuna.samplers.QMCSampler(seed=s.seed_of(experiment.seeds), scramble=True)
         if s.sampler == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.startup_trials)
         if s.sampler == "grid":
@@ -129,7 +130,7 @@ def _study(experiment: Experiment, rung: RungSpec, storage: Any, *, worker: int 
                                 load_if_exists=True)
     n_existing = len(study.get_trials(deepcopy=False))
     # Different start-up points per rung, per resume and per worker; reproducible for a given store.
-    seed = (experiment.seeds[0] * 1_000_003 + zlib.crc32(rung.name.encode()) + n_existing * 7_919
+    seed = (experiment.search.seed_of(experiment.seeds) * 1_000_003 + zlib.crc32(rung.name.encode()) + n_existing * 7_919
             + worker) % (2 ** 32)
     study.sampler = make_sampler(experiment, seed, workers=workers)
     if "rung" not in study.user_attrs:
@@ -158,8 +159,9 @@ def _heartbeat(storage: Any, trial_id: int, interval: float, stop: threading.Eve
 
 
 def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
-              backend: Any | None = None) -> tuple[dict[str, Any], bool]:
-    """Train one trial (once per seed) and return (user attributes, diverged)."""
+              backend: Any | None = None, seeds: tuple[int, ...] | None = None) -> tuple[dict[str, Any], bool]:
+    """Train one trial (once per seed: ``experiment.seeds``, or ``seeds`` for a replicate) and
+    return (user attributes, diverged)."""
     from proxy.backends import load_backend
 
     backend = backend or load_backend(experiment.backend)
@@ -173,7 +175,8 @@ def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
     config = setup.config
     if experiment.dtype != "float32":
         extra["dtype"] = experiment.dtype
-    results = [backend.train(config, setup.hparams, data, seed, **extra) for seed in experiment.seeds]
+    seeds = tuple(seeds) if seeds else experiment.seeds
+    results = [backend.train(config, setup.hparams, data, seed, **extra) for seed in seeds]
     diverged = any(r.diverged for r in results)
     losses = [r.final_loss for r in results]
     final = math.nan if diverged else sum(losses) / len(losses)
@@ -197,11 +200,12 @@ def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
         "expert_load": {"max_over_mean": max(r.expert_load.max_over_mean for r in results),
                         "dropped_fraction": max(r.expert_load.dropped_fraction for r in results),
                         "balance_loss": sum(r.expert_load.balance_loss for r in results) / len(results)},
-        "seed": experiment.seeds[0],
+        "seed": seeds[0],
         # One entry per training seed (each trial trains once per seed; means above).
         "seed_runs": [{"seed": r.seed, "final_loss": _finite_or_none(r.final_loss),
                        "tokens": r.tokens, "steps": r.steps} for r in results],
         "backend": experiment.backend,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",   # which process trained it
         "toolkit_version": __version__,
     }
     return attrs, diverged
@@ -283,8 +287,10 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
                                                          experiment.heartbeat_interval / 2, stop),
                                 daemon=True)
         beat.start()
+        replicate = trial.user_attrs.get("replicate_seeds")
         try:
-            attrs, diverged = run_trial(experiment, rung, trial.params, backend)
+            attrs, diverged = run_trial(experiment, rung, trial.params, backend,
+                                        seeds=tuple(replicate) if replicate else None)
         except BaseException:
             stop.set()
             trial.set_user_attr("error", "training raised; see the worker's log")
@@ -294,15 +300,23 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
         finally:
             stop.set()
             beat.join()
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if diverged:
-            trial.set_user_attr("objective_clipped", True)
-            value = _clipped(study, rung.config.vocab_size)
-        else:
-            value = attrs["final_loss"]
-        with quiet_optuna():
-            study.tell(trial, value)
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            if diverged:
+                trial.set_user_attr("objective_clipped", True)
+                value = _clipped(study, rung.config.vocab_size)
+            else:
+                value = attrs["final_loss"]
+            with quiet_optuna():
+                study.tell(trial, value)
+        except UpdateFinishedTrialError:
+            # Another worker finished this trial first (two asks popped the same enqueued point,
+            # or a retry of a trial thought stale): its result stands, this late one is dropped.
+            warnings.warn(f"{study.study_name} trial {trial.number} was finished by another worker; "
+                          "this worker's result is dropped", RuntimeWarning, stacklevel=2)
         if progress is not None:
             progress(rung_progress(experiment, rung, storage))
 
@@ -385,6 +399,81 @@ def _run_workers(experiment: Experiment, selected: tuple[RungSpec, ...], workers
     return SweepSummary(summary, stopped_by_budget=bool(short), message=message)
 
 
+_POOL_STORES: dict[str, Any] = {}   # one open store per URL in each pool process
+
+
+def _pool_init(threads: int) -> None:
+    _set_thread_env(threads)
+
+
+def _pool_sweep(experiment: Experiment, rung_name: str, worker: int, workers: int) -> str | None:
+    storage = _POOL_STORES.get(experiment.storage)
+    if storage is None:
+        storage = _POOL_STORES[experiment.storage] = open_storage(
+            experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    return sweep_rung(experiment, experiment.rung(rung_name), storage=storage, worker=worker, workers=workers)
+
+
+class WorkerPool:
+    """Local worker processes that sweep one rung together and stay alive across rungs, so each
+    imports its framework once (the ladder-aware search runs rung after rung: a rung's box
+    depends on the rungs below). Processes are spawned, never forked (the parent may hold
+    threads), and get ``max(1, threads // workers)`` CPU threads each, set before any framework
+    is imported. ``workers == 1`` runs in this process. Use as a context manager."""
+
+    def __init__(self, experiment: Experiment, workers: int) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+        self.threads = max(1, experiment.threads // workers)
+        self._pool: Any = None
+        if workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_pool_init, initargs=(self.threads,))
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def sweep_rung(self, experiment: Experiment, rung: RungSpec, storage: Any,
+                   progress: Callable[[RungProgress], None] | None = None) -> str | None:
+        """``sweep_rung`` with every worker on ``rung``; returns a budget stop message or None.
+        ``progress`` is polled from the store while the workers run."""
+        if self._pool is None:
+            return sweep_rung(experiment, rung, storage=storage, progress=progress)
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        futures = [self._pool.submit(_pool_sweep, experiment, rung.name, i, self.workers)
+                   for i in range(self.workers)]
+        last = None
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=POLL_S * 2, return_when=FIRST_EXCEPTION)
+            if progress is not None:
+                now = rung_progress(experiment, rung, storage)
+                if now != last:
+                    last = now
+                    progress(now)
+            if any(f.exception() is not None for f in done):
+                wait(pending)   # the others finish their trials; then the first error is raised
+                break
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+        messages = [f.result() for f in futures if f.result()]
+        return messages[0] if messages else None
+
+
 def enqueue(experiment: Experiment, rung: str, params: Mapping[str, Any], *,
             user_attrs: Mapping[str, Any] | None = None) -> None:
     """Queue a point for ``rung`` (the next ``ask`` takes it first); duplicates are skipped.
@@ -429,8 +518,8 @@ def trial_observation(rung: str, t: Any) -> Observation:
     diverged = bool(a.get("diverged", False))
     knobs = dict(a.get("knobs") or {k: v for k, v in t.params.items()})
     extra = {"objective": float(t.value)}
-    for key in ("flops", "wall_time_s"):
-        if isinstance(a.get(key), (int, float)):
+    for key in ("flops", "wall_time_s", "replicate_of"):
+        if isinstance(a.get(key), (int, float)) and not isinstance(a.get(key), bool):
             extra[key] = float(a[key])
     return Observation(
         params_total=float(a["params_total"]), params_active=float(a["params_active"]),

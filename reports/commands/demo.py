@@ -14,6 +14,7 @@ report are reused, so a finished demo answers in seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -38,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "6-12 minutes on two cores; run it again to resume.")
     p.add_argument("--storage", default=None, help=f"store URL (default: {DEMO_STORAGE} in the working folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="seed of the sampler (default: the demo file's); with a store of its own (--storage), "
+                        "to see how the verdict and the plan depend on the search's luck")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
+                        "is one per `threads` CPU cores; 1 for the simulated backend)")
     p.set_defaults(func=run)
 
 
@@ -48,14 +55,19 @@ def _progress_bar(exp: Any, storage: Any) -> tuple[Any, Any]:
     from proxy.sweep.runner import rung_progress
 
     done = {r.name: rung_progress(exp, r, storage).complete for r in exp.rungs}
-    total = len(exp.rungs) * exp.search.trials_per_rung
-    bar = tqdm(total=max(total, sum(done.values())), initial=sum(done.values()), unit="trial", file=sys.stderr,
-               desc="demo sweep", dynamic_ncols=True)
+    # Planned trials: the first two rungs search the human's box, the others are re-centred;
+    # one more per rung for the replicate seeds. Edge widening adds trials as it goes.
+    s = exp.search
+    planned = {r.name: (s.trials_per_rung if i < 2 else s.upper_trials) + (1 if s.replicates else 0)
+               for i, r in enumerate(exp.rungs)}
+    bar = tqdm(total=max(sum(planned.values()), sum(done.values())), initial=sum(done.values()), unit="trial",
+               file=sys.stderr, desc="demo sweep", dynamic_ncols=True)
 
     def callback(p: Any) -> None:
         done[p.rung] = p.complete
+        planned[p.rung] = max(planned[p.rung], p.requested)
         n = sum(done.values())
-        bar.total = max(bar.total, n, len(exp.rungs) * p.requested)  # edge widening adds trials
+        bar.total = max(sum(planned.values()), n)
         bar.n = n
         best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
         bar.set_postfix_str(f"rung {p.rung} {p.complete}/{p.requested}, best {best}")
@@ -97,13 +109,24 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     url = resolve_url(args.storage or DEMO_STORAGE, os.getcwd())
     exp = load_experiment(demo_experiment_path(), storage=url)
+    if args.sampler_seed is not None:
+        if args.sampler_seed < 0:
+            raise ValueError(f"--sampler-seed must be >= 0, got {args.sampler_seed}")
+        exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, sampler_seed=args.sampler_seed))
     storage = open_storage(exp.storage, heartbeat_interval=exp.heartbeat_interval)
     folder = run_dir(exp)
-    print(f"demo: {len(exp.rungs)} rungs x {exp.search.trials_per_rung} trials with {exp.backend} on the built-in "
-          f"data; store {exp.storage}", file=sys.stderr)
+    from proxy.sweep.experiment import resolve_workers
+
+    workers = resolve_workers(exp, args.workers)
+    s = exp.search
+    trials = (f"{s.trials_per_rung} trials" if s.upper_trials == s.trials_per_rung
+              else f"{s.trials_per_rung} trials on the first two, {s.upper_trials} on the re-centred ones")
+    print(f"demo: {len(exp.rungs)} rungs, {trials}, {s.replicates} replicate seed(s) at each incumbent, with "
+          f"{exp.backend} on the built-in data; {workers} worker(s) of {max(1, exp.threads // workers)} thread(s); "
+          f"store {exp.storage}", file=sys.stderr)
     bar, callback = (None, None) if args.no_progress else _progress_bar(exp, storage)
     try:
-        result = run_ladder(exp, storage=storage, progress=callback)
+        result = run_ladder(exp, storage=storage, progress=callback, workers=workers)
     finally:
         if bar is not None:
             bar.close()

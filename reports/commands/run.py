@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plain", action="store_true", help="plain per-rung search of the human's box (for comparison)")
     p.add_argument("--no-report", action="store_true", help="skip the PDF report")
     p.add_argument("--no-progress", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
+                        "is one per `threads` CPU cores; 1 for the simulated backend)")
     p.set_defaults(func=run)
 
 
@@ -45,13 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from transfer.ladder import run_ladder
 
     exp = load(args)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     storage = open_store(exp)
     progress = None
     if not args.no_progress:
         def progress(p: Any) -> None:
             best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
             print(f"  {exp.name}/{p.rung}: {p.complete}/{p.requested} trials, best {best}", file=sys.stderr)
-    result = run_ladder(exp, mode="plain" if args.plain else "ladder", storage=storage, progress=progress)
+    result = run_ladder(exp, mode="plain" if args.plain else "ladder", storage=storage, progress=progress,
+                        workers=args.workers)
     for rec in result.records:
         for a in rec.adjustments:
             if a.reportable:

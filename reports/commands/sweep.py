@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", help="experiment file (TOML)")
     p.add_argument("--rung", action="append", default=None,
                    help="sweep only this rung (repeatable); default: every rung in order")
-    p.add_argument("--workers", type=int, default=1,
-                   help="local worker processes sharing the store (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
+                        "is one per `threads` CPU cores; 1 for the simulated backend)")
     p.add_argument("--storage", default=None,
                    help="store URL overriding experiment.storage (sqlite:///PATH or postgresql://...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -34,12 +35,13 @@ def storage_override(url: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.experiment import load_experiment, resolve_workers
     from proxy.sweep.runner import run_sweep
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     exp = load_experiment(args.experiment, storage=storage_override(args.storage))
+    workers = resolve_workers(exp, args.workers)
     if args.rung:
         for name in args.rung:
             exp.rung(name)  # ValueError naming an unknown rung, before anything is created
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = run_sweep(exp, rungs=tuple(args.rung) if args.rung else None,
-                            workers=args.workers, progress=callback)
+                            workers=workers, progress=callback)
     finally:
         for bar in bars.values():
             bar.close()  # type: ignore[attr-defined]

@@ -1,0 +1,106 @@
+"""The scaling-regime check and the loss law's own sanity, on simulated ladders with known truth
+(``fits.calibration.simulate_ladder``: floor 1.7 + 400 N^-0.34 nats, Gaussian trial noise)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from fits import fit_loss_law_n, fit_optimum, simulate_ladder
+from fits.loss_law import EXPONENT_RANGE
+from proxy.sweep.experiment import REVIEW_DEFAULTS
+from reports.review import INCONCLUSIVE, PASS, check_scaling_regime, rung_levels
+from transfer.extrapolate import Fits, _fit_loss
+from transfer.observations import RungFit
+
+POLICY = dict(REVIEW_DEFAULTS)
+NOISE = 0.004
+CURVATURE = 0.03      # simulate_ladder's default basin
+
+
+def _clean(ladder, i: int, lr: float) -> float:
+    """The known noiseless loss of rung ``i`` at ``lr`` (simulate_ladder's surface)."""
+    n = ladder.sizes[i]
+    return 1.7 + 400.0 * n ** -0.34 + CURVATURE * (math.log(lr) - ladder.true_log_lr[i]) ** 2
+
+
+def _fits(ladder, rng, *, bump: tuple[int, float] | None = None, replicates: int = 1) -> Fits:
+    """Fits of the ladder, each rung's best trial replicated ``replicates`` times with fresh
+    noise (as ``search.replicates`` does); ``bump`` = (rung index, nats) shifts one rung's
+    losses up, so it trains worse than the one below."""
+    rungs, by_rung = [], {}
+    for i, (obs, box) in enumerate(zip(ladder.observations, ladder.boxes)):
+        shift = bump[1] if bump and bump[0] == i else 0.0
+        obs = [dataclasses.replace(o, loss=o.loss + shift, extra={"trial_number": float(j)})
+               for j, o in enumerate(obs)]
+        best = min(obs, key=lambda o: o.loss)
+        for r in range(replicates):
+            value = _clean(ladder, i, best.knobs["lr"]) + shift + rng.normal(0.0, NOISE)
+            obs.append(dataclasses.replace(best, loss=float(value), seed=100 + r,
+                                           extra={"trial_number": float(len(obs)),
+                                                  "replicate_of": best.extra["trial_number"]}))
+        opt = fit_optimum(obs, [box])
+        rungs.append(RungFit(opt.rung, opt, len(obs)))
+        by_rung[opt.rung] = obs
+    optima = [r.optimum for r in rungs]
+    law, error, _ = _fit_loss(optima, seed=0)
+    return Fits(rungs=tuple(rungs), trends={}, trend_errors={}, loss_law=law, loss_error=error,
+                observations=by_rung)
+
+
+@pytest.fixture
+def ladder():
+    return simulate_ladder(np.random.default_rng(5), n_trials=24, noise_sd=NOISE)
+
+
+def test_a_ladder_whose_loss_falls_with_size_passes(ladder):
+    fits = _fits(ladder, np.random.default_rng(1))
+    levels = rung_levels(fits)
+    assert [lv.seeds for lv in levels] == [2] * len(ladder.sizes)
+    check = check_scaling_regime(fits, POLICY)
+    assert check.status == PASS and check.hard, check.reason
+    # The pooled seed sd is measured from the replicates: the known noise within a factor of 3
+    # (five pairs, one degree of freedom each).
+    assert NOISE / 3 < check.details["seed_sd"] < NOISE * 3
+    assert check.figure > POLICY["regime_z"]
+    lo, hi = EXPONENT_RANGE
+    assert lo <= fits.loss_law.params["alpha"] <= hi and not fits.loss_error
+
+
+def test_a_middle_rung_worse_than_a_smaller_one_is_inconclusive_and_named(ladder):
+    # Rung r2's loss floor is 1.7 + 400 * (2e7)^-0.34 ~= 2.7; r1's ~= 3.7: one nat and a half
+    # up puts r2 above r1.
+    fits = _fits(ladder, np.random.default_rng(1), bump=(2, 1.5))
+    check = check_scaling_regime(fits, POLICY)
+    assert check.status == INCONCLUSIVE
+    assert check.reason.startswith("r2's loss") and "r1's" in check.reason and "not in the scaling regime" in check.reason
+
+
+def test_without_replicates_the_noise_is_unknown_and_the_check_says_so(ladder):
+    fits = _fits(ladder, np.random.default_rng(1), replicates=0)
+    check = check_scaling_regime(fits, POLICY)
+    assert check.status == INCONCLUSIVE and "search.replicates" in check.reason
+
+
+def test_a_loss_law_at_a_bound_is_flagged_and_not_extrapolated():
+    # The built-in demo's old ladder: best losses that do not fall with size (nats per byte).
+    sizes = [50_464, 100_272, 166_464, 348_000, 595_072]
+    losses = [3.195, 2.877, 2.957, 3.068, 3.015]
+    law = fit_loss_law_n(sizes, losses)
+    problems = law.problems(losses)
+    assert problems, law.params
+    assert any(p.startswith(("alpha", "A ", "E ")) or "converge" in p for p in problems)
+    # On points that follow a known law the same fit has no problem.
+    truth = [1.7 + 40.0 * n ** -0.3 for n in sizes]
+    good = fit_loss_law_n(sizes, truth)
+    assert good.problems(truth) == () and abs(good.params["alpha"] - 0.3) < 0.02
+
+
+def test_the_regime_check_is_inconclusive_when_the_law_is_unusable(ladder):
+    fits = _fits(ladder, np.random.default_rng(1))
+    fits = dataclasses.replace(fits, loss_error="the loss law is not usable: alpha = 31.6 is outside [0.01, 2]")
+    check = check_scaling_regime(fits, POLICY)
+    assert check.status == INCONCLUSIVE and "alpha = 31.6" in check.reason
