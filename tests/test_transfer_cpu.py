@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reports.cli import main
-from reports.review import VERDICTS, Verdict
+from reports.review import CHECK_NAMES, VERDICTS, Verdict
 from transfer.plan import Plan
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cpu_ladder.toml"
@@ -27,7 +27,7 @@ def test_cpu_ladder_run_writes_plan_and_review(tmp_path, capsys):
     assert set(plan.ledger.trials_per_rung) == {"w32", "w48", "w64", "w96"}
     assert plan.knob("lr").ci95.low <= plan.knob("lr").value <= plan.knob("lr").ci95.high
     assert plan.target.name == "cpu-target" and plan.extrapolation_factor > 1
-    assert verdict.verdict in VERDICTS and len(verdict.checks) == 9
+    assert verdict.verdict in VERDICTS and len(verdict.checks) == len(CHECK_NAMES)
     assert all(c.reason for c in verdict.checks)
     # Resumable: a second run trains nothing new.
     assert main(["run", str(path), "--no-progress", "--no-report"]) == 0

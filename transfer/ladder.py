@@ -348,4 +348,5 @@ def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, stora
     study.enqueue_trial(dict(best.params), user_attrs={"replicate_of": best.number, "replicate_seeds": seeds})
     record = dataclasses.replace(record, requested=record.requested + 1)
     study.set_user_attr(ATTR, record.to_dict())
-    return record, pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress)
+    # One worker: the replicate is a single enqueued trial, which two asks could both pop.
+    return record, pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress, jobs=1)

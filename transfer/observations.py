@@ -100,7 +100,11 @@ class RungFit:
 
 def fit_rungs(experiment: Experiment, obs_by_rung: Mapping[str, Sequence[Observation]], *,
               seed: int = 0) -> list[RungFit]:
-    """``fits.fit_optimum`` on every rung with trials, in ascending active size."""
+    """``fits.fit_optimum`` on every rung with trials, in ascending active size.
+
+    Replicates of a rung's incumbent (``replicate_of``, trained with other seeds) are left out of
+    the surface: they measure the seed noise for the review's regime check, and a second point at
+    the incumbent would weight the fit toward it."""
     knobs = fit_knobs(experiment)
     if not knobs:
         raise ValueError(f"experiment {experiment.name!r} searches no knob the fits can use "
@@ -108,7 +112,8 @@ def fit_rungs(experiment: Experiment, obs_by_rung: Mapping[str, Sequence[Observa
     out = []
     for rung, obs in obs_by_rung.items():
         try:
-            opt = fit_optimum(list(obs), knobs, seed=seed)
+            searched = [o for o in obs if "replicate_of" not in o.extra]
+            opt = fit_optimum(searched, knobs, seed=seed)
             out.append(RungFit(rung, opt, len(obs)))
         except ValueError as exc:
             out.append(RungFit(rung, None, len(obs), str(exc)))

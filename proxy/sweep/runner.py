@@ -446,15 +446,15 @@ class WorkerPool:
             self._pool = None
 
     def sweep_rung(self, experiment: Experiment, rung: RungSpec, storage: Any,
-                   progress: Callable[[RungProgress], None] | None = None) -> str | None:
-        """``sweep_rung`` with every worker on ``rung``; returns a budget stop message or None.
-        ``progress`` is polled from the store while the workers run."""
+                   progress: Callable[[RungProgress], None] | None = None, *, jobs: int | None = None) -> str | None:
+        """``sweep_rung`` with every worker (or ``jobs`` of them) on ``rung``; returns a budget
+        stop message or None. ``progress`` is polled from the store while the workers run."""
         if self._pool is None:
             return sweep_rung(experiment, rung, storage=storage, progress=progress)
         from concurrent.futures import FIRST_EXCEPTION, wait
 
         futures = [self._pool.submit(_pool_sweep, experiment, rung.name, i, self.workers)
-                   for i in range(self.workers)]
+                   for i in range(min(self.workers, jobs or self.workers))]
         last = None
         pending = set(futures)
         while pending:
