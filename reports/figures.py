@@ -159,7 +159,9 @@ def _draw_sweep(ax: Any, p: SweepPanel) -> None:
                                               "not used: " + ", ".join(c for c in opt.flag_codes
                                                                        if c != "diverged_excluded"))
     n_div = int((~ok).sum())
-    ax.set_title(f"rung {p.rung}\n{len(obs)} trials" + (f" ({n_div} diverged)" if n_div else "") + f", {status}",
+    n_rep = sum(1 for o in obs if "replicate_of" in o.extra)   # the incumbent again, other seeds
+    ax.set_title(f"rung {p.rung}\n{len(obs) - n_rep} trials" + (f" + {n_rep} replicate" if n_rep else "")
+                 + (f" ({n_div} diverged)" if n_div else "") + f", {status}",
                  fontsize=FONT)
     if p.note:
         ax.text(0.02, 0.02, p.note, transform=ax.transAxes, fontsize=SMALL, va="bottom")
