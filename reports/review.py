@@ -165,11 +165,12 @@ class RungLevel:
 
 def rung_levels(fits: Any) -> list[RungLevel]:
     """Every rung with a usable trial, in ascending active size (``fits.rungs``' order)."""
+    from transfer.ladder import incumbent
+
     out = []
     for f in fits.rungs:
         obs = list(fits.observations.get(f.rung, ()))
-        ok = [o for o in obs if o.usable and "replicate_of" not in o.extra]
-        best = min(ok, key=lambda o: o.loss, default=None)
+        best = incumbent(obs)
         if best is None:
             continue
         number = best.extra.get("trial_number")

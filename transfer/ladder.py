@@ -124,12 +124,13 @@ def first_box(experiment: Experiment, rung: RungSpec, below: list[RungOptimum], 
     """The box a rung starts with, given the optima of the rungs below (ascending size)."""
     humans = human_boxes(experiment)
     usable = [o for o in below if o.usable]
-    n = experiment.search.trials_per_rung if mode == "plain" or len(usable) < 2 else experiment.search.upper_trials
     if mode == "plain" or len(usable) < 2:
+        n = experiment.search.trials_per_rung
         why = ("plain per-rung search of the human's box" if mode == "plain" else
                f"human's box: {len(usable)} rung(s) below with an interior optimum (re-centring needs 2)")
         adj = tuple(_adjustment(rung.name, k, "kept", h, None, h, why) for k, h in humans.items())
         return RungRecord(rung.name, mode, humans, adj, {}, 0, n)
+    n = experiment.search.upper_trials   # re-centred: the search starts near the answer
     allow, factor, _ = _policy(experiment)
     size = float(param_counts(rung.config).active)
     boxes: dict[str, Box] = {}

@@ -245,6 +245,7 @@ def rung_progress(experiment: Experiment, rung: RungSpec, storage: Any) -> RungP
 def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, worker: int = 0,
                workers: int = 1, progress: Callable[[RungProgress], None] | None = None) -> str | None:
     """Run ``rung`` until it has N COMPLETE trials; returns a budget stop message or None."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from proxy.backends import load_backend
@@ -300,8 +301,6 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
         finally:
             stop.set()
             beat.join()
-        from optuna.exceptions import UpdateFinishedTrialError
-
         try:
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
