@@ -161,6 +161,7 @@ class RungLevel:
     loss: float
     seeds: int
     sample_var: float | None   # the incumbent's seed-to-seed variance (None for one seed)
+    values: tuple[float, ...] = ()   # the incumbent's loss, then each replicate's, in trial order
 
 
 def rung_levels(fits: Any) -> list[RungLevel]:
@@ -178,32 +179,60 @@ def rung_levels(fits: Any) -> list[RungLevel]:
         values = [best.loss] + reps
         mean = sum(values) / len(values)
         var = None if len(values) < 2 else sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-        out.append(RungLevel(f.rung, best.params_active, mean, len(values), var))
+        out.append(RungLevel(f.rung, best.params_active, mean, len(values), var, tuple(values)))
     return out
+
+
+def seed_noise(levels: list[RungLevel]) -> tuple[float, int, str] | None:
+    """(sd, degrees of freedom, model) of the noise in one rung's loss at one seed, as the
+    gaps between rungs see it; None when no rung was replicated.
+
+    Every trial of a ladder trains with the same seeds (common random numbers) and every rung's
+    replicate with the same further seeds, so a seed that is harder than another for every rung
+    (a data order, an init draw) moves all rungs together and cancels in the gaps. When at least
+    three rungs were replicated alike, the noise is therefore estimated as a randomised block
+    design (seeds as blocks): the rung x seed interaction, residuals
+    x_rs - mean_r - mean_s + mean, with (R - 1)(S - 1) degrees of freedom (Montgomery, Design
+    and Analysis of Experiments, ch. 4). Otherwise it is the within-rung variance pooled over
+    the replicated rungs, which counts a seed's common effect as noise (conservative)."""
+    blocks = [lv.values for lv in levels if len(lv.values) >= 2]
+    if not blocks:
+        return None
+    width = len(blocks[0])
+    if len(blocks) == len(levels) >= 3 and all(len(b) == width for b in blocks):
+        x = [list(b) for b in blocks]
+        rows = [sum(r) / width for r in x]
+        cols = [sum(r[j] for r in x) / len(x) for j in range(width)]
+        grand = sum(rows) / len(rows)
+        ss = sum((x[i][j] - rows[i] - cols[j] + grand) ** 2 for i in range(len(x)) for j in range(width))
+        dof = (len(x) - 1) * (width - 1)
+        return math.sqrt(ss / dof), dof, "rung x seed interaction (seeds as blocks)"
+    pooled = [(lv.seeds - 1, lv.sample_var) for lv in levels if lv.sample_var is not None]
+    dof = sum(d for d, _ in pooled)
+    return math.sqrt(sum(d * v for d, v in pooled) / dof), dof, "within-rung variance, pooled"
 
 
 def check_scaling_regime(fits: Any, policy: Mapping[str, Any]) -> Check:
     """The ladder is in the scaling regime: each rung's loss is below the next smaller rung's by
-    more than ``regime_z`` standard errors of their difference, with the seed-to-seed standard
-    deviation pooled over the rungs' replicated incumbents (``search.replicates``); and the loss
+    more than ``regime_z`` standard errors of their difference, with the seed-to-seed noise
+    measured at the rungs' replicated incumbents (``search.replicates``; ``seed_noise``); and the loss
     law converged with its parameters off their bounds (``LossLawFit.problems``). A ladder whose
     loss does not fall with size is not evidence for any trend fitted on it."""
     z = float(policy["regime_z"])
     title, unit = "Loss falls with size (scaling regime)", "x noise"
     threshold = f"every gap > {z:g} noise sd of the difference; loss law converged, off its bounds"
     levels = rung_levels(fits)
-    pooled = [(lv.seeds - 1, lv.sample_var) for lv in levels if lv.sample_var is not None]
+    noise = seed_noise(levels)
     details: dict[str, Any] = {"levels": [{"rung": lv.rung, "loss": lv.loss, "seeds": lv.seeds} for lv in levels]}
     if len(levels) < 2:
         return _check("scaling_regime", title, INCONCLUSIVE, None, unit, threshold,
                       f"{len(levels)} rung(s) with a usable trial: the order of losses cannot be checked", **details)
-    if not pooled:
+    if noise is None:
         return _check("scaling_regime", title, INCONCLUSIVE, None, unit, threshold,
                       "no rung's best trial was trained with a second seed, so the seed-to-seed noise the losses are "
                       "compared against is unknown; set search.replicates >= 1", **details)
-    dof = sum(d for d, _ in pooled)
-    sd = math.sqrt(sum(d * v for d, v in pooled) / dof)
-    details |= {"seed_sd": sd, "seed_sd_dof": dof}
+    sd, dof, model = noise
+    details |= {"seed_sd": sd, "seed_sd_dof": dof, "noise_model": model}
     ratios = []
     for small, big in zip(levels, levels[1:]):
         se = sd * math.sqrt(1 / small.seeds + 1 / big.seeds)
@@ -216,8 +245,8 @@ def check_scaling_regime(fits: Any, policy: Mapping[str, Any]) -> Check:
         _, s, b, gap, se = worst
         return _check("scaling_regime", title, INCONCLUSIVE, figure, unit, threshold,
                       f"{b.rung}'s loss {b.loss:.4g} is not below {s.rung}'s {s.loss:.4g} by more than the noise "
-                      f"(gap {gap:+.3g} nats, {worst[0]:.2g} standard errors of {se:.2g}; seed sd {sd:.2g} over "
-                      f"{dof} replicate(s)): the ladder is not in the scaling regime there", **details)
+                      f"(gap {gap:+.3g} nats, {worst[0]:.2g} standard errors of {se:.2g}; seed sd {sd:.2g}, {model}, "
+                      f"{dof} degree(s) of freedom): the ladder is not in the scaling regime there", **details)
     law = fits.loss_law
     if law is None or fits.loss_error:
         return _check("scaling_regime", title, INCONCLUSIVE, figure, unit, threshold,

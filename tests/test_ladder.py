@@ -1,5 +1,5 @@
 """Ladder presets: valid, growing, in the stated ranges, budgets by the documented token rule,
-and the CPU rungs' estimated training time within a minute on two cores."""
+and the CPU rungs' estimated training time within minutes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from proxy.parametrization import forward_multipliers, param_rules
 FLOP_S = 60e9          # model FLOP/s, ~60% of the best measured, 25% of the 2-core matmul peak
 STEP_OVERHEAD_S = 0.06  # per-step Python/dispatch/data overhead
 FIXED_S = 8.0           # start-up, model build, data loading, evaluation
-CPU_LIMIT_S = 60.0
+CPU_LIMIT_S = 420.0     # seven minutes a trial: the largest rung, at >= 1024 steps
 
 
 def _rule(n: int) -> int:
@@ -27,7 +27,7 @@ def _rule(n: int) -> int:
     if n >= 20_000_000:
         raw = 20.0 * n
     else:
-        raw = max(131_072, 155_000 * (n / 1_000_000) ** 0.1)
+        raw = max(1_048_576, 1_240_000 * (n / 1_000_000) ** 0.1)
     return math.ceil(raw / 8192) * 8192
 
 
@@ -69,16 +69,18 @@ def test_cpu_ladder_shape_and_range():
     rungs = L.get_ladder("cpu").rungs
     assert len(rungs) >= 5
     totals = [param_counts(r.config).total for r in rungs]
-    assert 0.09e6 <= totals[0] <= 0.15e6       # about 0.1M
+    assert 0.02e6 <= totals[0] <= 0.04e6       # about 0.03M
     assert 4.0e6 <= totals[-1] <= 6.0e6        # about 5M
     for r in rungs:
         c = r.config
         assert (c.n_layers, c.head_dim, c.n_experts, c.top_k, c.seq_len) == (4, 16, 8, 2, 128)
-        assert c.n_heads * c.head_dim == c.d_model and c.d_expert == c.d_model
+        # head size 16 throughout: the narrowest rungs (w16, w24) have one head, the rest d/16
+        assert c.n_heads == max(1, c.d_model // 16) and c.d_expert == c.d_model
+        assert c.n_heads * c.head_dim == c.d_model or c.d_model < 32
         assert c.parametrization == "sp" and c.base_d_model == 32
-    # Hand check of the smallest rung: 4 blocks of (4 d^2 attention + 2 d norms + 8 d router
+    # Hand check of w32: 4 blocks of (4 d^2 attention + 2 d norms + 8 d router
     # + 8 experts * 2 d^2) plus embedding, final norm and readout, d = 32, V = 256:
-    assert totals[0] == 4 * (4 * 32**2 + 2 * 32 + 8 * 32 + 16 * 32**2) + 256 * 32 + 32 + 32 * 256
+    assert param_counts(L.get_ladder("cpu").rung("w32").config).total == 4 * (4 * 32**2 + 2 * 32 + 8 * 32 + 16 * 32**2) + 256 * 32 + 32 + 32 * 256
 
 
 def test_mup_ladders_are_the_same_rungs_under_mup():
@@ -89,7 +91,7 @@ def test_mup_ladders_are_the_same_rungs_under_mup():
             assert b.config == a.config.replace(parametrization="mup")
             assert (a.tokens, a.batch_size) == (b.tokens, b.batch_size)
     # At the base width muP is exactly SP (width multiplier 1, attention scale 1/sqrt(16)).
-    sp0, mup0 = L.get_ladder("cpu").rungs[0].config, L.get_ladder("cpu-mup").rungs[0].config
+    sp0, mup0 = L.get_ladder("cpu").rung("w32").config, L.get_ladder("cpu-mup").rung("w32").config
     assert forward_multipliers(sp0) == forward_multipliers(mup0)
     assert param_rules(sp0) == param_rules(mup0)
     assert forward_multipliers(L.get_ladder("cpu-mup").rungs[-1].config).readout == 32 / 256
@@ -106,18 +108,18 @@ def test_budgets_obey_the_token_rule(name):
 
 def test_token_rule_values_by_hand():
     cpu = L.get_ladder("cpu")
-    # w32: N = 42,272; 155,000 * 0.042272^0.1 = 113,016 < floor -> 131,072 (16 x 8192)
-    assert cpu.rung("w32").tokens == 131_072
-    # w256: N = 2,173,184; 155,000 * 2.173184^0.1 = 167,588 -> 21 x 8192 = 172,032
+    # w32: N = 42,272; 1,240,000 * 0.042272^0.1 = 903,706 < floor -> 1,048,576 (128 x 8192)
+    assert cpu.rung("w32").tokens == 1_048_576
+    # w256: N = 2,173,184; 1,240,000 * 2.173184^0.1 = 1,340,082 -> 164 x 8192 = 1,343,488
     assert param_counts(cpu.rung("w256").config).active_non_embedding == 2_173_184
-    assert cpu.rung("w256").tokens == 172_032
+    assert cpu.rung("w256").tokens == 1_343_488
     # gpu rungs: 20 tokens per active non-embedding parameter, rounded up to 8192.
     for rung in L.get_ladder("gpu").rungs:
         n = param_counts(rung.config).active_non_embedding
         assert 20 * n <= rung.tokens < 20 * n + 8192
 
 
-def test_cpu_rungs_fit_a_minute_on_two_cores():
+def test_cpu_rungs_fit_minutes_on_the_cpu():
     for rung in L.get_ladder("cpu").rungs:
         estimate = (FIXED_S + rung.steps * STEP_OVERHEAD_S
                     + rung.tokens * train_flops_per_token(rung.config) / FLOP_S)
@@ -137,4 +139,4 @@ def test_gpu_ladder_and_targets_span_the_stated_sizes():
 
 
 def test_middle_rung():
-    assert L.get_ladder("cpu").middle.name == "w96"
+    assert L.get_ladder("cpu").middle.name == "w64"

@@ -22,7 +22,10 @@ in ascending active size:
 4. Replicates. Once a rung's box is settled, its best trial is trained again with
    ``search.replicates`` further seeds (a trial enqueued with the same parameters and the
    user attributes ``replicate_of`` and ``replicate_seeds``): the seed-to-seed noise at the
-   incumbent, against which the review compares the rungs' losses (``scaling_regime``).
+   incumbent, against which the review compares the rungs' losses (``scaling_regime``). The
+   replicate trains on one worker while the others start the next rung (whose box depends on
+   this rung's fitted optimum, not on its replicate); the climb waits for every replicate
+   before it returns.
 
 A re-centred rung starts near its answer and runs ``search.trials_per_upper_rung`` trials (the
 default is ``trials_per_rung``). Each rung is swept by ``experiment.workers`` local processes at
@@ -258,6 +261,7 @@ def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed:
     below: list[RungOptimum] = []
     n = experiment.search.trials_per_rung
     extra = max(3, math.ceil(n / 3))
+    replicating: list[Any] = []   # replicates still training while the next rung is swept
     for rung in rungs:
         record = stored.get(rung.name)
         if record is None:
@@ -270,7 +274,7 @@ def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed:
             message = pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress)
             if message:
                 records.append(record)
-                return LadderResult(tuple(records), True, message)
+                return _finish(records, replicating, message)
             obs = load_observations(experiment, storage).get(rung.name, [])
             fitted = fit_rungs(experiment, {rung.name: obs}, seed=seed)[0]
             opt = fitted.optimum
@@ -312,14 +316,22 @@ def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed:
             _study(experiment, rung, storage).set_user_attr(ATTR, record.to_dict())
             if not grew:
                 break
-        record, message = _replicate(experiment, rung, record, storage, pool, progress)
-        if message:
-            records.append(record)
-            return LadderResult(tuple(records), True, message)
+        record, handle = _replicate(experiment, rung, record, storage, pool)
+        if handle is not None:
+            replicating.append(handle)
         records.append(record)
         if opt is not None:
             below.append(opt)
-    return LadderResult(tuple(records))
+    return _finish(records, replicating, None)
+
+
+def _finish(records: list[RungRecord], replicating: list[Any], message: str | None) -> LadderResult:
+    """Wait for the replicates still training; a budget stop (here or in a replicate) stops the ladder."""
+    from proxy.sweep.runner import WorkerPool
+
+    for handle in replicating:
+        message = message or WorkerPool.collect(handle)
+    return LadderResult(tuple(records), message is not None, message or "")
 
 
 def incumbent(obs: list) -> Any:
@@ -328,10 +340,13 @@ def incumbent(obs: list) -> Any:
     return min(ok, key=lambda o: o.loss, default=None)
 
 
-def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, storage: BaseStorage, pool: Any,
-               progress: Callable[[Any], None] | None) -> tuple[RungRecord, str | None]:
-    """Train the rung's incumbent again with ``search.replicates`` further seeds (once: a rung
-    whose store holds a replicate already is left as it is)."""
+def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, storage: BaseStorage,
+               pool: Any) -> tuple[RungRecord, Any]:
+    """Start training the rung's incumbent again with ``search.replicates`` further seeds (once:
+    a rung whose store holds a replicate already is left as it is). Returns the record and the
+    pool's handle (None when nothing was started): the replicate trains on one worker while the
+    others start the next rung, whose box depends on this rung's fitted optimum, not on its
+    replicate."""
     from optuna.trial import TrialState
 
     k = experiment.search.replicates
@@ -350,4 +365,4 @@ def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, stora
     record = dataclasses.replace(record, requested=record.requested + 1)
     study.set_user_attr(ATTR, record.to_dict())
     # One worker: the replicate is a single enqueued trial, which two asks could both pop.
-    return record, pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress, jobs=1)
+    return record, pool.start_rung(_rung_experiment(experiment, record), rung, storage, jobs=1)

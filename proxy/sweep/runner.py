@@ -452,8 +452,7 @@ class WorkerPool:
             return sweep_rung(experiment, rung, storage=storage, progress=progress)
         from concurrent.futures import FIRST_EXCEPTION, wait
 
-        futures = [self._pool.submit(_pool_sweep, experiment, rung.name, i, self.workers)
-                   for i in range(min(self.workers, jobs or self.workers))]
+        futures = self._submit(experiment, rung, jobs or self.workers)
         last = None
         pending = set(futures)
         while pending:
@@ -466,10 +465,33 @@ class WorkerPool:
             if any(f.exception() is not None for f in done):
                 wait(pending)   # the others finish their trials; then the first error is raised
                 break
-        for f in futures:
+        return self.collect(futures)
+
+    def _submit(self, experiment: Experiment, rung: RungSpec, jobs: int) -> list[Any]:
+        return [self._pool.submit(_pool_sweep, experiment, rung.name, i, self.workers)
+                for i in range(min(self.workers, jobs))]
+
+    def start_rung(self, experiment: Experiment, rung: RungSpec, storage: Any, *, jobs: int = 1) -> Any:
+        """Start sweeping ``rung`` with ``jobs`` workers and return at once, so the work overlaps
+        what is submitted next (a job submitted while every worker is busy waits its turn);
+        ``collect`` the handle later. In-process (``workers == 1``) the sweep runs now."""
+        if self._pool is None:
+            return sweep_rung(experiment, rung, storage=storage)
+        return self._submit(experiment, rung, jobs)
+
+    @staticmethod
+    def collect(handle: Any) -> str | None:
+        """Wait for a ``start_rung`` handle (or ``sweep_rung``'s futures); re-raise the first
+        worker error; return the first budget stop message, or None."""
+        if handle is None or isinstance(handle, str):
+            return handle
+        from concurrent.futures import wait
+
+        wait(handle)
+        for f in handle:
             if f.exception() is not None:
                 raise f.exception()
-        messages = [f.result() for f in futures if f.result()]
+        messages = [f.result() for f in handle if f.result()]
         return messages[0] if messages else None
 
 
