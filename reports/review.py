@@ -34,6 +34,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from transfer.plan import Provenance
 
 SCHEMA_VERSION = "1"
@@ -153,15 +155,25 @@ def _check(name: str, title: str, status: str, figure: float | None, unit: str, 
 
 @dataclass(frozen=True)
 class RungLevel:
-    """A rung's loss as the regime check compares it: the mean over the seeds its incumbent (best
-    trial) was trained with, ``seeds`` of them (1 when it was not replicated)."""
+    """A rung's loss as the regime check compares it: its incumbent's (best trial's) loss, then
+    each replicate's, in trial order; the level is their mean."""
 
     rung: str
     params_active: float
-    loss: float
-    seeds: int
-    sample_var: float | None   # the incumbent's seed-to-seed variance (None for one seed)
-    values: tuple[float, ...] = ()   # the incumbent's loss, then each replicate's, in trial order
+    values: tuple[float, ...]
+
+    @property
+    def loss(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+    @property
+    def sample_var(self) -> float | None:
+        """The incumbent's seed-to-seed variance (None for one seed)."""
+        return float(np.var(self.values, ddof=1)) if len(self.values) > 1 else None
 
 
 def rung_levels(fits: Any) -> list[RungLevel]:
@@ -176,10 +188,7 @@ def rung_levels(fits: Any) -> list[RungLevel]:
             continue
         number = best.extra.get("trial_number")
         reps = [o.loss for o in obs if o.usable and number is not None and o.extra.get("replicate_of") == number]
-        values = [best.loss] + reps
-        mean = sum(values) / len(values)
-        var = None if len(values) < 2 else sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-        out.append(RungLevel(f.rung, best.params_active, mean, len(values), var, tuple(values)))
+        out.append(RungLevel(f.rung, best.params_active, (best.loss, *reps)))
     return out
 
 
@@ -195,21 +204,17 @@ def seed_noise(levels: list[RungLevel]) -> tuple[float, int, str] | None:
     x_rs - mean_r - mean_s + mean, with (R - 1)(S - 1) degrees of freedom (Montgomery, Design
     and Analysis of Experiments, ch. 4). Otherwise it is the within-rung variance pooled over
     the replicated rungs, which counts a seed's common effect as noise (conservative)."""
-    blocks = [lv.values for lv in levels if len(lv.values) >= 2]
-    if not blocks:
+    replicated = [lv for lv in levels if lv.seeds >= 2]
+    if not replicated:
         return None
-    width = len(blocks[0])
-    if len(blocks) == len(levels) >= 3 and all(len(b) == width for b in blocks):
-        x = [list(b) for b in blocks]
-        rows = [sum(r) / width for r in x]
-        cols = [sum(r[j] for r in x) / len(x) for j in range(width)]
-        grand = sum(rows) / len(rows)
-        ss = sum((x[i][j] - rows[i] - cols[j] + grand) ** 2 for i in range(len(x)) for j in range(width))
-        dof = (len(x) - 1) * (width - 1)
-        return math.sqrt(ss / dof), dof, "rung x seed interaction (seeds as blocks)"
-    pooled = [(lv.seeds - 1, lv.sample_var) for lv in levels if lv.sample_var is not None]
-    dof = sum(d for d, _ in pooled)
-    return math.sqrt(sum(d * v for d, v in pooled) / dof), dof, "within-rung variance, pooled"
+    if len(replicated) == len(levels) >= 3 and len({lv.seeds for lv in levels}) == 1:
+        x = np.array([lv.values for lv in levels])
+        resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+        dof = (x.shape[0] - 1) * (x.shape[1] - 1)
+        return float(np.sqrt((resid ** 2).sum() / dof)), dof, "rung x seed interaction (seeds as blocks)"
+    dof = sum(lv.seeds - 1 for lv in replicated)
+    ss = sum((lv.seeds - 1) * lv.sample_var for lv in replicated)
+    return math.sqrt(ss / dof), dof, "within-rung variance, pooled"
 
 
 def check_scaling_regime(fits: Any, policy: Mapping[str, Any]) -> Check:

@@ -104,3 +104,22 @@ def test_the_regime_check_is_inconclusive_when_the_law_is_unusable(ladder):
     fits = dataclasses.replace(fits, loss_error="the loss law is not usable: alpha = 31.6 is outside [0.01, 2]")
     check = check_scaling_regime(fits, POLICY)
     assert check.status == INCONCLUSIVE and "alpha = 31.6" in check.reason
+
+
+def test_seed_noise_measures_the_rung_by_seed_interaction_not_a_seed_common_to_every_rung():
+    """Known truth: every rung's second seed is 0.05 nats worse (a common seed effect, which
+    cancels in the gaps) plus interaction noise of sd 0.004. Blocked by seed, the estimate is
+    the interaction's; pooled within rungs, it would count the common 0.05 as noise."""
+    from reports.review import RungLevel, seed_noise
+
+    rng = np.random.default_rng(3)
+    sd, offset, rungs = 0.004, 0.05, 8
+    levels = [RungLevel(f"r{i}", 1e4 * 2 ** i, (2.0 - 0.1 * i + rng.normal(0, sd),
+                                              2.0 - 0.1 * i + offset + rng.normal(0, sd)))
+              for i in range(rungs)]
+    blocked, dof, model = seed_noise(levels)
+    assert dof == rungs - 1 and "blocks" in model
+    assert sd / 3 < blocked < sd * 3
+    # Fewer than three rungs replicated alike: the pooled within-rung sd, which sees the offset.
+    pooled, dof2, model2 = seed_noise(levels[:2])
+    assert dof2 == 2 and "pooled" in model2 and pooled > offset / 2

@@ -329,8 +329,9 @@ def _finish(records: list[RungRecord], replicating: list[Any], message: str | No
     """Wait for the replicates still training; a budget stop (here or in a replicate) stops the ladder."""
     from proxy.sweep.runner import WorkerPool
 
-    for handle in replicating:
-        message = message or WorkerPool.collect(handle)
+    for handle in replicating:   # every one is waited for (and its error raised), stop or not
+        stopped = WorkerPool.collect(handle)
+        message = message or stopped
     return LadderResult(tuple(records), message is not None, message or "")
 
 
