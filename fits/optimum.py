@@ -16,7 +16,12 @@ Method (DESIGN.md, "Fits are maths with honest uncertainty"):
    Weights fall with the loss gap to the best trial, w = 1 / (1 + gap / gap_max), so the
    basin's floor counts about twice as much as the rim where a quadratic fits worst.
 5. Full quadratic with cross terms by statsmodels WLS (fits.quadratic); vertex x* = -H^{-1} b;
-   its covariance by the delta method. H not positive definite: flag ``not_convex`` (the
+   its covariance by the delta method. The residual scale is floored at ``noise_sd`` squared
+   when the caller measured the seed-to-seed noise (``fits.seed_noise``): the trials of a rung
+   share one seed, so their scatter about the quadratic can be far below the loss noise a
+   fresh seed adds (measured on the CPU ladder near the optimum lr: trials scattering by 0.01
+   nats about the fit, one trial's two seeds 0.04 apart), and the optimum sought is that of the
+   loss expected over seeds. H not positive definite: flag ``not_convex`` (the
    reported value is then the best trial's setting). A vertex outside the sampled range of a
    knob, or within ``edge_fraction`` of the range's width from its ends: flag ``edge``.
 6. Near-optimal band (``band_rel`` = 0.25% by default): along each knob, with the others at the
@@ -276,15 +281,20 @@ def _rung_identity(obs: Sequence[Observation]) -> tuple[str, float, float, float
 
 def fit_optimum(observations: Sequence[Observation], knobs: Sequence[KnobSpec], *,
                 near_fraction: float = 0.5, margin: int = 3, band_rel: float = 0.0025,
-                edge_fraction: float = 0.05, n_bootstrap: int = 200, seed: int = 0) -> RungOptimum:
+                edge_fraction: float = 0.05, n_bootstrap: int = 200, seed: int = 0,
+                noise_sd: float | None = None) -> RungOptimum:
     """Fit the optimum of one rung from its trials (see the module docstring for the method).
 
     ``near_fraction``: share of usable trials (ranked by loss) used for the surface;
     ``margin``: extra points required beyond the number of quadratic coefficients;
     ``band_rel``: relative loss tolerance of the near-optimal band (0.0025 = 0.25%);
     ``edge_fraction``: a vertex closer than this fraction of the sampled range to its ends is
-    on the edge; ``n_bootstrap``: seed-bootstrap resamples (used only when seeds repeat).
+    on the edge; ``n_bootstrap``: seed-bootstrap resamples (used only when seeds repeat);
+    ``noise_sd``: the measured seed-to-seed sd of one trial's loss, the floor of the surface's
+    residual scale (None: the residuals alone).
     """
+    if noise_sd is not None and not (math.isfinite(noise_sd) and noise_sd >= 0):
+        raise ValueError(f"noise_sd must be a finite number >= 0 or None, got {noise_sd!r}")
     obs = list(observations)
     if not obs:
         raise ValueError("observations must not be empty")
@@ -365,7 +375,7 @@ def fit_optimum(observations: Sequence[Observation], knobs: Sequence[KnobSpec], 
                               f"quadratic in {p} knob(s) needs at least {n_min} ({n_coefficients(p)} coefficients "
                               f"+ {margin})")], None, 0)
     near, w = _near_and_weights(y, near_fraction, n_min)
-    surface = fit_surface(z[near], y[near], w)
+    surface = fit_surface(z[near], y[near], w, min_scale=None if noise_sd is None else noise_sd ** 2)
     eig = np.linalg.eigvalsh(surface.hessian)
     if not np.all(eig > 0):
         return fallback([Flag("not_convex", f"Hessian of the fitted surface is not positive definite "

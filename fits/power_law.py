@@ -12,7 +12,11 @@ kept unrounded.
 * With ``value_se``: tau^2 by the method of moments for meta-regression (DerSimonian-Laird),
   weights 1 / (se_i^2 + tau^2), statsmodels WLS; the coefficient covariance is scaled by the
   residual factor q = sum w r^2 / (n - k) and intervals use t(n - k) (Knapp-Hartung), which
-  keeps them honest when the per-rung standard errors are off by a common factor.
+  keeps them honest when the per-rung standard errors are off by a common factor. q is
+  truncated below at 1 (the modified Knapp-Hartung of Roever, Knapp & Friede 2015, BMC Med.
+  Res. Methodol. 15:99): with four or five rungs that happen to lie close to a line, q < 1
+  would shrink the intervals below what the rungs' own standard errors allow (a backtest on
+  the CPU demo's ladder gave q = 0.1 and a "miss" at z = 11 by it).
 * Without it: ordinary least squares (or WLS with the given relative ``weights``).
 * At a target: the mean interval (x0' Cov x0), the prediction interval (adds the scatter,
   q tau^2, and a new rung's own variance when given; without ``value_se`` the residual
@@ -253,11 +257,14 @@ def fit_trend(sizes: Sequence[float], values: Sequence[float], *, value_se: Sequ
     else:
         w = np.ones(n)
     res = sm.WLS(y, x, weights=w).fit()
+    scale, cov = float(res.scale), np.asarray(res.cov_params())
+    if se is not None and scale < 1.0:    # modified Knapp-Hartung: q* = max(1, q)
+        cov, scale = (cov / scale if scale > 0 else np.asarray(res.normalized_cov_params)), 1.0
     if rung_samples is not None and len(rung_samples) != n:
         raise ValueError(f"rung_samples must have one entry per rung ({n}), got {len(rung_samples)}")
     boot = _two_level_bootstrap(x, y, w, se, tau2, rung_samples, n_bootstrap, seed)
-    return TrendFit(coef=tuple(float(c) for c in res.params), cov=tuple(tuple(float(c) for c in r) for r in res.cov_params()),
-                    df=int(n - k), scale=float(res.scale), tau2=tau2, log_size_mean=float(lx.mean()),
+    return TrendFit(coef=tuple(float(c) for c in res.params), cov=tuple(tuple(float(c) for c in r) for r in cov),
+                    df=int(n - k), scale=scale, tau2=tau2, log_size_mean=float(lx.mean()),
                     log_tokens_mean=None if tok is None else float(np.log(tok).mean()),
                     sizes=tuple(float(a) for a in s), values=tuple(float(a) for a in v),
                     value_se=None if se is None else tuple(float(a) for a in se),

@@ -114,9 +114,12 @@ class SurfaceFit:
         return float(c + 0.5 * b @ self.vertex())
 
 
-def fit_surface(z: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> SurfaceFit:
+def fit_surface(z: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, *,
+                min_scale: float | None = None) -> SurfaceFit:
     """Weighted least squares (statsmodels WLS) of a full quadratic; ``weights`` are relative
-    inverse variances; the residual scale is estimated from the data, as in ordinary WLS."""
+    inverse variances; the residual scale is estimated from the data, as in ordinary WLS, and
+    raised to ``min_scale`` (a variance known from elsewhere, per unit weight) when below it:
+    WLS's covariance is scale * (X'WX)^-1, so the floor multiplies it by min_scale / scale."""
     z = np.atleast_2d(np.asarray(z, dtype=float))
     y = np.asarray(y, dtype=float)
     n, p = z.shape
@@ -125,7 +128,11 @@ def fit_surface(z: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None)
         raise ValueError(f"fit_surface needs more than {m} points for {p} variables, got {n}")
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     result = sm.WLS(y, design_matrix(z), weights=w).fit()
-    return SurfaceFit(p=p, beta=np.asarray(result.params), cov=np.asarray(result.cov_params()),
+    cov = np.asarray(result.cov_params())
+    if min_scale is not None and min_scale > result.scale:
+        cov = cov * (min_scale / result.scale) if result.scale > 0 else np.asarray(
+            result.normalized_cov_params) * min_scale
+    return SurfaceFit(p=p, beta=np.asarray(result.params), cov=cov,
                       df_resid=float(result.df_resid), n=n)
 
 

@@ -34,8 +34,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
 
+from fits.seed_noise import RungLevel, rung_level, seed_noise
 from transfer.plan import Provenance
 
 SCHEMA_VERSION = "1"
@@ -153,68 +153,10 @@ def _check(name: str, title: str, status: str, figure: float | None, unit: str, 
                  reason=reason, hard=name in HARD_CHECKS, details=details)
 
 
-@dataclass(frozen=True)
-class RungLevel:
-    """A rung's loss as the regime check compares it: its incumbent's (best trial's) loss, then
-    each replicate's, in trial order; the level is their mean."""
-
-    rung: str
-    params_active: float
-    values: tuple[float, ...]
-
-    @property
-    def loss(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def seeds(self) -> int:
-        return len(self.values)
-
-    @property
-    def sample_var(self) -> float | None:
-        """The incumbent's seed-to-seed variance (None for one seed)."""
-        return float(np.var(self.values, ddof=1)) if len(self.values) > 1 else None
-
-
 def rung_levels(fits: Any) -> list[RungLevel]:
     """Every rung with a usable trial, in ascending active size (``fits.rungs``' order)."""
-    from transfer.ladder import incumbent
-
-    out = []
-    for f in fits.rungs:
-        obs = list(fits.observations.get(f.rung, ()))
-        best = incumbent(obs)
-        if best is None:
-            continue
-        number = best.extra.get("trial_number")
-        reps = [o.loss for o in obs if o.usable and number is not None and o.extra.get("replicate_of") == number]
-        out.append(RungLevel(f.rung, best.params_active, (best.loss, *reps)))
-    return out
-
-
-def seed_noise(levels: list[RungLevel]) -> tuple[float, int, str] | None:
-    """(sd, degrees of freedom, model) of the noise in one rung's loss at one seed, as the
-    gaps between rungs see it; None when no rung was replicated.
-
-    Every trial of a ladder trains with the same seeds (common random numbers) and every rung's
-    replicate with the same further seeds, so a seed that is harder than another for every rung
-    (a data order, an init draw) moves all rungs together and cancels in the gaps. When at least
-    three rungs were replicated alike, the noise is therefore estimated as a randomised block
-    design (seeds as blocks): the rung x seed interaction, residuals
-    x_rs - mean_r - mean_s + mean, with (R - 1)(S - 1) degrees of freedom (Montgomery, Design
-    and Analysis of Experiments, ch. 4). Otherwise it is the within-rung variance pooled over
-    the replicated rungs, which counts a seed's common effect as noise (conservative)."""
-    replicated = [lv for lv in levels if lv.seeds >= 2]
-    if not replicated:
-        return None
-    if len(replicated) == len(levels) >= 3 and len({lv.seeds for lv in levels}) == 1:
-        x = np.array([lv.values for lv in levels])
-        resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
-        dof = (x.shape[0] - 1) * (x.shape[1] - 1)
-        return float(np.sqrt((resid ** 2).sum() / dof)), dof, "rung x seed interaction (seeds as blocks)"
-    dof = sum(lv.seeds - 1 for lv in replicated)
-    ss = sum((lv.seeds - 1) * lv.sample_var for lv in replicated)
-    return math.sqrt(ss / dof), dof, "within-rung variance, pooled"
+    levels = (rung_level(f.rung, list(fits.observations.get(f.rung, ()))) for f in fits.rungs)
+    return [lv for lv in levels if lv is not None]
 
 
 def check_scaling_regime(fits: Any, policy: Mapping[str, Any]) -> Check:

@@ -23,7 +23,7 @@ class FakeClock:
 
 
 def _fake_backend(calls: list, clock: FakeClock, step_s: dict[str, list[float]],
-                  compile_s: float | None = None, layer_s: dict[str, list[float]] | None = None):
+                  compile_s: float | dict[str, float] | None = None, layer_s: dict[str, list[float]] | None = None):
     """A backend whose steps (and MoE layers) take scripted seconds of ``clock``'s time."""
     queues = {k: list(v) for k, v in step_s.items()}
     layer_queues = {k: list(v) for k, v in (layer_s or {}).items()}
@@ -37,7 +37,8 @@ def _fake_backend(calls: list, clock: FakeClock, step_s: dict[str, list[float]],
             calls.append(("step", config.name, dispatch))
             clock.now += queues[dispatch].pop(0)
 
-        return step, {"compile_s": compile_s, "resolved_dispatch": dispatch}
+        compiled = compile_s.get(dispatch) if isinstance(compile_s, dict) else compile_s
+        return step, {"compile_s": compiled, "resolved_dispatch": dispatch}
 
     backend = types.SimpleNamespace(step_runner=step_runner)
     if layer_s is not None:
@@ -179,3 +180,24 @@ def test_backend_without_a_layer_timer_leaves_the_columns_empty(scripted):
     row = report.rows[0]
     assert row.moe_fast_over_loop is None and row.moe_share("fast") is None
     assert "diluted" not in report.table()
+
+
+def test_compiled_step_alternates_with_eager_and_is_charged_its_compile_over_a_trial(monkeypatch):
+    calls: list = []
+    clock = FakeClock()
+    backend = _fake_backend(calls, clock, {"fast": [0.2, 0.1], "loop": [0.5, 0.4], "compiled": [0.1, 0.1]},
+                            compile_s={"compiled": 20.0},
+                            layer_s={"fast": [0.05, 0.05], "loop": [0.1, 0.1]})
+    _install(monkeypatch, {"torch": backend}, clock)
+    rung = get_ladder("cpu").rung("w32")
+    report = bench.bench_rungs([rung], ("torch",), steps=2, repeats=1, warmup=1, compile=True)
+    steps = [c[2] for c in calls if c[0] == "step"]
+    assert steps == ["fast", "loop", "compiled", "compiled", "loop", "fast"]
+    assert ("layer", "cpu-w32", "compiled") not in calls      # the MoE layer is timed eager only
+    row = report.rows[0]
+    assert row.trial_steps == rung.steps == 1024
+    per_step, per_trial = row.eager_over_compiled
+    assert per_step == pytest.approx((0.2 / 0.1 + 0.1 / 0.1) / 2)           # median of the pairs
+    assert per_trial == pytest.approx(1024 * 0.15 / (20.0 + 1024 * 0.1))    # the compile paid once
+    assert "1.50x a step, 1.25x over a trial of 1024 steps with its 20 s compile" in report.table()
+    assert report.to_dict()["rows"][0]["eager_over_compiled"] == pytest.approx([per_step, per_trial])

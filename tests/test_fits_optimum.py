@@ -127,3 +127,35 @@ def test_bad_inputs_raise_with_names():
         fit_optimum(_rung([0.0] * 5) + _rung([0.0] * 5, size=2e7), [LR])
     with pytest.raises(ValueError, match="collinear"):
         fit_trend([1e6, 1e7, 1e8, 1e9], [1e-3, 5e-4, 2e-4, 1e-4], tokens=[2e7, 2e8, 2e9, 2e10])
+
+
+def test_a_measured_noise_floor_scales_the_surface_covariance_as_a_known_scale_would():
+    """min_scale: statsmodels' own fixed-scale covariance when the residuals scatter less than the
+    measured noise, the ordinary WLS covariance when they scatter more."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(4)
+    z = rng.uniform(-1, 1, (12, 1))
+    y = 2 + 0.3 * z[:, 0] + 0.8 * z[:, 0] ** 2 + rng.normal(0, 0.002, 12)
+    w = rng.uniform(0.5, 1.0, 12)
+    x = design_matrix(z)
+    known = sm.WLS(y, x, weights=w).fit(cov_type="fixed scale", cov_kwds={"scale": 0.02 ** 2})
+    floored = fit_surface(z, y, w, min_scale=0.02 ** 2)
+    np.testing.assert_allclose(floored.cov, known.cov_params(), rtol=1e-10)
+    np.testing.assert_allclose(floored.beta, fit_surface(z, y, w).beta)
+    assert np.allclose(fit_surface(z, y, w, min_scale=1e-9).cov, fit_surface(z, y, w).cov)
+
+
+def test_the_optimum_is_no_surer_than_the_measured_seed_noise_allows():
+    """Trials sharing one seed scatter 0.001 nats about their quadratic; with a measured seed sd
+    of 0.02 the vertex's standard error grows by the ratio of the scales (the delta method is
+    linear in the residual sd), and the vertex itself does not move."""
+    u = np.linspace(math.log(3e-4), math.log(3e-2), 12)
+    obs = _rung(u, noise=0.001, seed=3)
+    plain, floored = fit_optimum(obs, [LR]), fit_optimum(obs, [LR], noise_sd=0.02)
+    assert floored.value("lr") == pytest.approx(plain.value("lr"))
+    se_plain, se_floor = math.sqrt(plain.vertex_cov[0][0]), math.sqrt(floored.vertex_cov[0][0])
+    assert se_floor > 5 * se_plain
+    assert fit_optimum(obs, [LR], noise_sd=1e-6).vertex_cov == plain.vertex_cov
+    with pytest.raises(ValueError, match="noise_sd"):
+        fit_optimum(obs, [LR], noise_sd=math.nan)

@@ -102,3 +102,20 @@ def test_backtest_round_trips_through_its_dict():
     values = [0.01 * (s / 1e6) ** -0.3 * f for s, f in zip(sizes, (1.02, 0.97, 1.01, 0.99, 1.03))]
     b = backtest_leave_largest_out(sizes, values)
     assert Backtest.from_dict(json.loads(json.dumps(b.to_dict()))) == b
+
+
+def test_rungs_on_a_line_do_not_shrink_the_intervals_below_their_own_standard_errors():
+    """Modified Knapp-Hartung (Roever, Knapp & Friede 2015): when the rungs scatter less about the
+    law than their standard errors say (q < 1), the coefficient covariance is that of the
+    standard errors alone, (X'WX)^-1 with w = 1 / se^2 (tau^2 = 0), not q times it."""
+    sizes = np.array([1e4, 2e4, 4e4, 8e4, 1.6e5])
+    values = 0.02 * (sizes / 1e4) ** -0.3 * np.exp([1e-4, -1e-4, 0.0, 1e-4, -1e-4])   # nearly exact
+    se = np.full(5, 0.2)
+    fit = fit_trend(sizes, values, value_se=se)
+    assert fit.scale == 1.0 and fit.tau2 == 0.0
+    lx = np.log(sizes)
+    x = np.column_stack([np.ones(5), lx - lx.mean()])
+    np.testing.assert_allclose(np.asarray(fit.cov), np.linalg.inv(x.T @ (x / se[:, None] ** 2)), rtol=1e-9, atol=1e-15)
+    # Rungs that scatter more than their errors keep the ordinary Knapp-Hartung factor q > 1.
+    rough = values * np.exp([0.5, -0.5, 0.4, -0.4, 0.5])
+    assert fit_trend(sizes, rough, value_se=se).scale > 1.0

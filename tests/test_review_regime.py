@@ -110,7 +110,7 @@ def test_seed_noise_measures_the_rung_by_seed_interaction_not_a_seed_common_to_e
     """Known truth: every rung's second seed is 0.05 nats worse (a common seed effect, which
     cancels in the gaps) plus interaction noise of sd 0.004. Blocked by seed, the estimate is
     the interaction's; pooled within rungs, it would count the common 0.05 as noise."""
-    from reports.review import RungLevel, seed_noise
+    from fits.seed_noise import RungLevel, seed_noise
 
     rng = np.random.default_rng(3)
     sd, offset, rungs = 0.004, 0.05, 8
@@ -123,3 +123,44 @@ def test_seed_noise_measures_the_rung_by_seed_interaction_not_a_seed_common_to_e
     # Fewer than three rungs replicated alike: the pooled within-rung sd, which sees the offset.
     pooled, dof2, model2 = seed_noise(levels[:2])
     assert dof2 == 2 and "pooled" in model2 and pooled > offset / 2
+
+
+def test_a_replicate_of_two_seeds_counts_as_two_single_seed_losses():
+    """search.replicates = 2 trains one replicate trial with two seeds and stores their mean as its
+    loss; the rung's level must hold each seed's own loss (three values, in seed order), and the
+    blocked noise estimate must see the three seeds."""
+    import optuna
+    from types import SimpleNamespace
+
+    from proxy.sweep.runner import trial_observation
+    from fits.seed_noise import seed_noise
+
+    def trial(number, seeds_losses, replicate_of=None):
+        attrs = {"final_loss": float(np.mean(list(seeds_losses.values()))), "params_total": 2e4,
+                 "params_active": 1e4, "tokens": 1e6, "knobs": {"lr": 0.01}, "seed": min(seeds_losses),
+                 "seed_runs": [{"seed": s, "final_loss": v} for s, v in seeds_losses.items()]}
+        if replicate_of is not None:
+            attrs["replicate_of"] = replicate_of
+        t = optuna.trial.create_trial(params={}, distributions={}, value=attrs["final_loss"], user_attrs=attrs)
+        o = trial_observation("r", t)
+        return dataclasses.replace(o, extra=dict(o.extra) | {"trial_number": float(number)})
+
+    rng = np.random.default_rng(3)
+    truth = [2.0, 1.8, 1.6, 1.5]
+    seed_effect = {0: 0.0, 1: 0.05, 2: -0.03}     # common to every rung: cancels in the gaps
+    by_rung, rungs = {}, []
+    for i, level in enumerate(truth):
+        losses = {s: level + e + rng.normal(0, 0.004) for s, e in seed_effect.items()}
+        worse = trial(0, {0: losses[0] + 0.2})
+        best = trial(1, {0: losses[0]})
+        rep = trial(2, {1: losses[1], 2: losses[2]}, replicate_of=1)
+        assert rep.loss == pytest.approx((losses[1] + losses[2]) / 2)
+        by_rung[f"r{i}"] = [worse, best, rep]
+        rungs.append(SimpleNamespace(rung=f"r{i}"))
+    levels = rung_levels(SimpleNamespace(rungs=rungs, observations=by_rung))
+    assert [lv.seeds for lv in levels] == [3, 3, 3, 3] and levels[0].seed_ids == (0.0, 1.0, 2.0)
+    for lv, level in zip(levels, truth):
+        assert lv.loss == pytest.approx(level + np.mean(list(seed_effect.values())), abs=0.01)
+    sd, dof, model = seed_noise(levels)
+    assert dof == (4 - 1) * (3 - 1) and "blocks" in model
+    assert 0.001 < sd < 0.012       # the 0.004 interaction, not the 0.04 seed effect

@@ -335,12 +335,6 @@ def _finish(records: list[RungRecord], replicating: list[Any], message: str | No
     return LadderResult(tuple(records), message is not None, message or "")
 
 
-def incumbent(obs: list) -> Any:
-    """The rung's best usable trial that is not itself a replicate (None when there is none)."""
-    ok = [o for o in obs if o.usable and "replicate_of" not in o.extra]
-    return min(ok, key=lambda o: o.loss, default=None)
-
-
 def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, storage: BaseStorage,
                pool: Any) -> tuple[RungRecord, Any]:
     """Start training the rung's incumbent again with ``search.replicates`` further seeds (once:

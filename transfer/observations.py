@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from fits.observation import Observation
 from fits.optimum import KnobSpec as FitKnob
 from fits.optimum import RungOptimum, fit_optimum
+from fits.seed_noise import rung_level, seed_noise
 from proxy.flops import param_counts
 from proxy.sweep import knobs as K
 
@@ -103,19 +104,22 @@ def fit_rungs(experiment: Experiment, obs_by_rung: Mapping[str, Sequence[Observa
     """``fits.fit_optimum`` on every rung with trials, in ascending active size.
 
     Replicates of a rung's incumbent (``replicate_of``, trained with other seeds) are left out of
-    the surface: they measure the seed noise for the review's regime check, and a second point at
-    the incumbent would weight the fit toward it."""
+    the surface: a second point at the incumbent would weight the fit toward it. They measure
+    the seed-to-seed noise (``fits.seed_noise``), which floors every rung's surface scale, so an
+    optimum is no surer than a fresh seed allows."""
     knobs = fit_knobs(experiment)
     if not knobs:
         raise ValueError(f"experiment {experiment.name!r} searches no knob the fits can use "
                          "(search.box is empty or holds only the mix)")
+    size = {r: obs[0].params_active for r, obs in obs_by_rung.items()}
+    levels = (rung_level(r, list(obs_by_rung[r])) for r in sorted(obs_by_rung, key=size.__getitem__))
+    noise = seed_noise([lv for lv in levels if lv is not None])
     out = []
     for rung, obs in obs_by_rung.items():
         try:
             searched = [o for o in obs if "replicate_of" not in o.extra]
-            opt = fit_optimum(searched, knobs, seed=seed)
+            opt = fit_optimum(searched, knobs, seed=seed, noise_sd=None if noise is None else noise[0])
             out.append(RungFit(rung, opt, len(obs)))
         except ValueError as exc:
             out.append(RungFit(rung, None, len(obs), str(exc)))
-    size = {r: obs[0].params_active for r, obs in obs_by_rung.items()}
     return sorted(out, key=lambda f: size[f.rung])

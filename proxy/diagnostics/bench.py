@@ -29,7 +29,10 @@ What is measured, per rung and backend:
   one after the rungs).
 
 With two backends, the fast step times of both are also put side by side (their ratio) with
-JAX's compile time.
+JAX's compile time. With ``compile=True`` torch also times its fast step under ``torch.compile``
+(dispatch ``"compiled"``: ``proxy.backends.torch.bench.step_runner``) in the same rounds, and
+the table gives eager / compiled step time per round and the same over one trial of the rung
+(its ``steps`` steps plus the compile, which a trial pays once).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from proxy.flops import param_counts, train_flops_per_token
 from proxy.ladder import Rung
 
 DISPATCHES = ("fast", "loop")
+COMPILED = "compiled"     # torch only: the fast dispatch under torch.compile
 CLOCKS = ("wall", "cpu")
 
 
@@ -102,6 +106,19 @@ class RungBench:
     batch_size: int
     timings: tuple[DispatchTiming, ...]
     n_moe_layers: int = 0
+    trial_steps: int = 0    # optimiser steps of one trial at the rung's budget
+
+    @property
+    def eager_over_compiled(self) -> tuple[float, float] | None:
+        """(per step, per trial): the eager fast step's time over the compiled one's, the median
+        over rounds, and a whole trial's (``trial_steps`` steps; the compiled side also pays its
+        compile once); > 1 means compiling wins. None when no compiled step was timed."""
+        if COMPILED not in {t.dispatch for t in self.timings}:
+            return None
+        fast, comp = self.timing("fast"), self.timing(COMPILED)
+        per_step = paired_ratio(fast.samples, comp.samples)
+        n = max(self.trial_steps, 1)
+        return per_step, n * fast.step_s / ((comp.compile_s or 0.0) + n * comp.step_s)
 
     def timing(self, dispatch: str) -> DispatchTiming:
         for t in self.timings:
@@ -149,6 +166,7 @@ class BenchReport:
             out["fast_over_loop"] = row.fast_over_loop
             out["moe_fast_over_loop"] = row.moe_fast_over_loop
             out["moe_share_fast"] = row.moe_share("fast")
+            out["eager_over_compiled"] = row.eager_over_compiled
         data["jax_over_torch"] = {rung: ratio for rung, ratio in self.jax_vs_torch().items()}
         return data
 
@@ -197,6 +215,12 @@ class BenchReport:
         if ratios:
             text.append("torch fast step time / JAX fast step time: " +
                         ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+        compiled = [r for r in self.rows if r.eager_over_compiled is not None]
+        if compiled:
+            text.append("torch eager fast step time / compiled step time (> 1: compiling wins): " + ", ".join(
+                f"{r.rung} {r.eager_over_compiled[0]:.2f}x a step, {r.eager_over_compiled[1]:.2f}x over a "
+                f"trial of {r.trial_steps} steps with its {r.timing(COMPILED).compile_s or 0:.0f} s compile"
+                for r in compiled))
         text.extend(self.notes)
         return "\n".join(text)
 
@@ -210,7 +234,7 @@ def _si(n: float) -> str:
 
 def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, steps: int = 10,
                 repeats: int = 3, batch_size: int | None = None, warmup: int = 2, threads: int = 0,
-                dtype: str = "float32", clock: str = "wall",
+                dtype: str = "float32", clock: str = "wall", compile: bool = False,
                 log: Callable[[str], None] | None = None) -> BenchReport:
     """Benchmark every rung with every backend: ``repeats`` times, fresh step runners for every
     (backend, dispatch), then ``steps`` rounds of one step each, alternating.
@@ -237,7 +261,7 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
     timer = time.process_time if clock == "cpu" else time.perf_counter
     # A backend without a per-expert loop (JAX's dispatches are "fast" and "dense") refuses
     # dispatch="loop" with a ValueError on its first try; it is then timed on "fast" alone.
-    supported = {b: list(DISPATCHES) for b in backends}
+    supported = {b: list(DISPATCHES) + ([COMPILED] if compile and b == "torch" else []) for b in backends}
     rows = []
     for rung in rungs:
         bs = batch_size or rung.batch_size
@@ -278,7 +302,7 @@ def bench_rungs(rungs: Sequence[Rung], backends: Sequence[str] = ("torch",), *, 
                     max(compiles) if compiles else None,
                     statistics.median(layers) if layers else None, tuple(layers)))
             rows.append(RungBench(rung.name, b, counts.total, counts.active, fpt, bs, tuple(timings),
-                                  len(rung.config.moe_layers)))
+                                  len(rung.config.moe_layers), max(1, rung.tokens // tokens)))
     # A second peak timing after the rungs: the peak is the best the machine did in this run.
     peaks = {b: max(p, matmul_peak(b, dtype=dtype, clock=clock)) for b, p in peaks.items()}
     rows = [dataclasses.replace(r, timings=tuple(
@@ -310,7 +334,7 @@ def _runners(modules: dict[str, ModuleType], supported: dict[str, list[str]], ru
                 supported[b].remove(d)
                 continue
             make_layer = getattr(module, "moe_layer_runner", None)  # torch only; JAX fuses the step
-            layer = None if make_layer is None or not rung.config.moe_layers else make_layer(
+            layer = None if make_layer is None or not rung.config.moe_layers or d == COMPILED else make_layer(
                 rung.config, dispatch=d, batch_size=batch_size, warmup=warmup, dtype=dtype)
             compiled = info.get("compile_s")
             runners[(b, d)] = (step, layer, None if compiled is None else float(compiled))

@@ -542,6 +542,12 @@ def trial_observation(rung: str, t: Any) -> Observation:
     for key in ("flops", "wall_time_s", "replicate_of"):
         if isinstance(a.get(key), (int, float)) and not isinstance(a.get(key), bool):
             extra[key] = float(a[key])
+    # Each training seed's own loss (``seed_loss.<seed>``): a trial trained with several seeds
+    # (a replicate with search.replicates >= 2) reports their mean as its loss, and the review's
+    # noise estimate needs the single-seed losses it averaged.
+    for run in a.get("seed_runs") or ():
+        if isinstance(run, Mapping) and isinstance(run.get("final_loss"), (int, float)) and not diverged:
+            extra[f"seed_loss.{int(run['seed'])}"] = float(run["final_loss"])
     return Observation(
         params_total=float(a["params_total"]), params_active=float(a["params_active"]),
         tokens=float(a["tokens"]), knobs=knobs,

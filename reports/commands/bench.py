@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall (default): wall-clock step times; cpu: process CPU time of each "
                         "step, for a shared loaded machine (use with --threads 1)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch: also time the fast step under torch.compile (inductor; the MoE layers stay "
+                        "eager) in the same rounds, with its compile time charged to a trial of the rung")
     p.add_argument("--json", metavar="PATH", help="also write the table as JSON here")
     p.set_defaults(func=run)
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 0, got {args.batch_size}")
     report = bench_rungs(rungs, backends, steps=args.steps, repeats=args.repeats,
                          batch_size=args.batch_size or None, threads=args.threads, clock=args.clock,
+                         compile=args.compile,
                          log=lambda msg: print(f"  timing {msg}", file=sys.stderr, flush=True))
     print(report.table())
     if args.json:
