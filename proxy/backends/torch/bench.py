@@ -64,7 +64,7 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
     (inductor's on-disk cache, ``TORCHINDUCTOR_CACHE_DIR``, shortens later processes).
     """
     compiled = dispatch == COMPILED
-    data = [torch.as_tensor(b) for b in bench_batches(config, batch_size, max(warmup, 2), seed)]
+    data = [torch.as_tensor(b) for b in bench_batches(config, batch_size, warmup, seed)]
     hparams = TrainHParams(batch_size=batch_size)
     model = TorchMoEModel(config, dispatch="fast" if compiled else dispatch, dtype=torch_dtype(dtype),
                           init_seed=seed)
