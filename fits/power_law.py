@@ -257,9 +257,9 @@ def fit_trend(sizes: Sequence[float], values: Sequence[float], *, value_se: Sequ
     else:
         w = np.ones(n)
     res = sm.WLS(y, x, weights=w).fit()
-    scale, cov = float(res.scale), np.asarray(res.cov_params())
-    if se is not None and scale < 1.0:    # modified Knapp-Hartung: q* = max(1, q)
-        cov, scale = (cov / scale if scale > 0 else np.asarray(res.normalized_cov_params)), 1.0
+    # Modified Knapp-Hartung with standard errors: q* = max(1, q); cov = q* (X'WX)^-1.
+    scale = max(float(res.scale), 1.0) if se is not None else float(res.scale)
+    cov = np.asarray(res.normalized_cov_params) * scale
     if rung_samples is not None and len(rung_samples) != n:
         raise ValueError(f"rung_samples must have one entry per rung ({n}), got {len(rung_samples)}")
     boot = _two_level_bootstrap(x, y, w, se, tau2, rung_samples, n_bootstrap, seed)

@@ -128,11 +128,8 @@ def fit_surface(z: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
         raise ValueError(f"fit_surface needs more than {m} points for {p} variables, got {n}")
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     result = sm.WLS(y, design_matrix(z), weights=w).fit()
-    cov = np.asarray(result.cov_params())
-    if min_scale is not None and min_scale > result.scale:
-        cov = cov * (min_scale / result.scale) if result.scale > 0 else np.asarray(
-            result.normalized_cov_params) * min_scale
-    return SurfaceFit(p=p, beta=np.asarray(result.params), cov=cov,
+    scale = result.scale if min_scale is None else max(result.scale, min_scale)
+    return SurfaceFit(p=p, beta=np.asarray(result.params), cov=np.asarray(result.normalized_cov_params) * scale,
                       df_resid=float(result.df_resid), n=n)
 
 
