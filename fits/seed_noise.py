@@ -1,6 +1,8 @@
 """The seed-to-seed noise of a ladder's losses, from the replicates of each rung's incumbent.
 
-``search.replicates`` trains each rung's best trial (its *incumbent*) again with further seeds.
+``search.replicates`` trains each rung's *incumbent* again with further seeds: the searched
+trial nearest the rung's fitted optimum (``transfer.ladder``), or its best trial where the rung
+has no usable surface.
 The review's ``scaling_regime`` check compares the rungs' losses against this noise, and the
 per-rung optima (``transfer.observations.fit_rungs``) use it as the floor of their surfaces'
 residual scale: every searched trial of a ladder trains with the same seed, so the scatter of
@@ -19,9 +21,13 @@ from fits.observation import Observation
 
 
 def incumbent(obs: Sequence[Observation]) -> Observation | None:
-    """The rung's best usable trial that is not itself a replicate (None when there is none)."""
+    """The rung's incumbent (None when it has no usable trial): the trial its replicates were
+    trained from, when it has replicates (the ladder picks it, ``transfer.ladder``), else its
+    best usable trial that is not itself a replicate."""
     ok = [o for o in obs if o.usable and "replicate_of" not in o.extra]
-    return min(ok, key=lambda o: o.loss, default=None)
+    replicated = {o.extra["replicate_of"] for o in obs if o.usable and "replicate_of" in o.extra}
+    chosen = [o for o in ok if o.extra.get("trial_number") in replicated]
+    return min(chosen or ok, key=lambda o: o.loss, default=None)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fits import fit_loss_law_n, fit_optimum, simulate_ladder
+from fits.seed_noise import rung_level
 from fits.loss_law import EXPONENT_RANGE
 from proxy.sweep.experiment import REVIEW_DEFAULTS
 from reports.review import INCONCLUSIVE, PASS, check_scaling_regime, rung_levels
@@ -164,3 +166,38 @@ def test_a_replicate_of_two_seeds_counts_as_two_single_seed_losses():
     sd, dof, model = seed_noise(levels)
     assert dof == (4 - 1) * (3 - 1) and "blocks" in model
     assert 0.001 < sd < 0.012       # the 0.004 interaction, not the 0.04 seed effect
+
+
+def test_the_incumbent_is_the_trial_nearest_the_fitted_optimum_not_a_lucky_draw(ladder):
+    """A single-seed loss near the edge of stability can be the rung's lowest by luck (the
+    winner's curse). The ladder replicates the trial its fitted surface rates best, which sits at
+    the known optimum; the regime check then takes that trial as the incumbent. Without a usable
+    surface both fall back to the lowest loss."""
+    from transfer.ladder import replicate_choice
+
+    i = 0
+    truth = ladder.true_log_lr[i]
+    obs = [dataclasses.replace(o, extra={"trial_number": float(j)}) for j, o in enumerate(ladder.observations[i])]
+    lowest = min(o.loss for o in obs)
+    lucky_lr = math.exp(truth + 0.8)   # up the basin: its clean loss is 0.019 nats above the optimum
+    lucky = dataclasses.replace(obs[0], knobs={"lr": lucky_lr}, loss=lowest - 0.003,
+                                extra={"trial_number": float(len(obs))})
+    obs.append(lucky)
+    opt = fit_optimum(obs, [ladder.boxes[i]])
+    assert opt.usable
+    trials = [SimpleNamespace(params=dict(o.knobs), value=o.loss, number=int(o.extra["trial_number"])) for o in obs]
+    chosen = replicate_choice(trials, opt)
+    assert chosen.number != lucky.extra["trial_number"]
+    # the chosen trial is the one nearest the fitted vertex, and the vertex sits at the known optimum
+    nearest = min(trials, key=lambda t: abs(math.log(t.params["lr"]) - math.log(opt.value("lr"))))
+    assert chosen.number == nearest.number
+    assert abs(math.log(chosen.params["lr"]) - truth) < 0.5
+    assert replicate_choice(trials, None).number == lucky.extra["trial_number"]
+
+    # The regime check's incumbent follows the replicate, though the lucky trial is lower.
+    rep = dataclasses.replace(obs[chosen.number], seed=100, loss=obs[chosen.number].loss + 0.002,
+                              extra={"trial_number": float(len(obs)), "replicate_of": float(chosen.number)})
+    level = rung_level("r", obs + [rep])
+    assert level.values == pytest.approx(sorted([obs[chosen.number].loss, rep.loss],
+                                                key=lambda v: v != obs[chosen.number].loss))
+    assert rung_level("r", obs).values == (lucky.loss,)

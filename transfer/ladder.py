@@ -19,8 +19,9 @@ in ascending active size:
    and no edge to move (a surface not convex, too few points) gets the same number of trials
    added in the same box, counted as a round. Every change is recorded
    (``transfer.plan.BoxAdjustment``) and the report states it.
-4. Replicates. Once a rung's box is settled, its best trial is trained again with
-   ``search.replicates`` further seeds (a trial enqueued with the same parameters and the
+4. Replicates. Once a rung's box is settled, its incumbent (the trial nearest its fitted
+   optimum, or its best trial where the optimum is not usable: ``replicate_choice``) is
+   trained again with ``search.replicates`` further seeds (a trial enqueued with the same parameters and the
    user attributes ``replicate_of`` and ``replicate_seeds``): the seed-to-seed noise at the
    incumbent, against which the review compares the rungs' losses (``scaling_regime``). The
    replicate trains on one worker while the others start the next rung (whose box depends on
@@ -47,7 +48,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from fits.intervals import ConfidenceInterval
 from fits.optimum import RungOptimum
@@ -316,13 +317,33 @@ def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed:
             _study(experiment, rung, storage).set_user_attr(ATTR, record.to_dict())
             if not grew:
                 break
-        record, handle = _replicate(experiment, rung, record, storage, pool)
+        record, handle = _replicate(experiment, rung, record, storage, pool, opt)
         if handle is not None:
             replicating.append(handle)
         records.append(record)
         if opt is not None:
             below.append(opt)
     return _finish(records, replicating, None)
+
+
+def replicate_choice(trials: Sequence[Any], opt: RungOptimum | None) -> Any:
+    """The trial a rung's replicates train again (its incumbent; None for no trial): the one whose
+    setting the rung's fitted surface rates best, i.e. the trial nearest the fitted optimum, when
+    the optimum is usable and every knob continuous; else the trial with the lowest loss.
+
+    Why not always the lowest loss: near the edge of stability one seed's loss scatters by up to
+    ten times what it does at a moderate lr, so the lowest of a rung's single-seed losses is most
+    often a lucky draw at a high lr (the winner's curse), and its replicate measures that draw's
+    scatter rather than the rung's level. The surface pools the rung's trials, so its choice does
+    not select on one trial's noise."""
+    if not trials:
+        return None
+    if opt is not None and opt.usable and opt.surface is not None and not opt.categorical:
+        try:
+            return min(trials, key=lambda t: (opt.predict(t.params), t.number))
+        except (KeyError, TypeError, ValueError):   # a trial without every knob: fall back
+            pass
+    return min(trials, key=lambda t: (t.value, t.number))
 
 
 def _finish(records: list[RungRecord], replicating: list[Any], message: str | None) -> LadderResult:
@@ -336,7 +357,7 @@ def _finish(records: list[RungRecord], replicating: list[Any], message: str | No
 
 
 def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, storage: BaseStorage,
-               pool: Any) -> tuple[RungRecord, Any]:
+               pool: Any, opt: RungOptimum | None) -> tuple[RungRecord, Any]:
     """Start training the rung's incumbent again with ``search.replicates`` further seeds (once:
     a rung whose store holds a replicate already is left as it is). Returns the record and the
     pool's handle (None when nothing was started): the replicate trains on one worker while the
@@ -351,7 +372,7 @@ def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, stora
         return record, None
     ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")
           and t.user_attrs.get("final_loss") is not None]
-    best = min(ok, key=lambda t: t.value, default=None)
+    best = replicate_choice(ok, opt)
     if best is None:
         return record, None
     start = max(experiment.seeds) + 1

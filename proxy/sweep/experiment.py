@@ -24,7 +24,8 @@ annotated example. Defaults:
 * ``search.trials_per_upper_rung = trials_per_rung``: trials of a rung whose box the ladder-aware
   search re-centres on the optimum extrapolated from the rungs below (it starts near the answer,
   so it needs fewer trials than a rung searched in the human's box).
-* ``search.replicates = 1``: the ladder-aware search trains each rung's best trial again with
+* ``search.replicates = 1``: the ladder-aware search trains each rung's incumbent (the trial
+  nearest its fitted optimum, ``transfer.ladder.replicate_choice``) again with
   this many further seeds, so the review can measure the seed-to-seed noise the rungs' losses
   are compared against (``scaling_regime``); the replicates count toward the ledger.
 * ``review``: see ``REVIEW_DEFAULTS``.
