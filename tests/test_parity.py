@@ -250,3 +250,27 @@ def test_conversion_round_trip_is_exact(dtype):
     logits_j, _ = MJ.forward(params, buffers, jnp.asarray(tokens), config)
     logits_t, _ = model(torch.as_tensor(tokens))
     assert rel(logits_j, logits_t.detach().numpy()) <= TOL[str(dtype).removeprefix("torch.")]["fwd"]
+
+
+def test_tied_router_scores_go_to_the_lowest_expert_index_in_both():
+    """A zero router ties every expert's probability. Both frameworks then choose experts
+    0..k-1 for every token (lowest index first, as jax.lax.top_k documents; torch.topk makes
+    no promise and on the CPU picks the highest), so their outputs agree; on the old torch
+    path they differed by O(1)."""
+    config = ModelConfig(**BASE)
+    weights = init_params(config, seed=2)
+    for i in config.moe_layers:
+        weights[f"blocks.{i}.moe.router"] = np.zeros_like(weights[f"blocks.{i}.moe.router"])
+    tokens = _batches(config, 1, seed=1)[0][:, :-1]
+    model = TorchMoEModel(config, dtype=torch.float64, params=weights)
+    seen, hooks = _torch_choices(model)
+    logits_t, _ = model(torch.as_tensor(tokens))
+    for h in hooks:
+        h.remove()
+    params = MJ.tree_from_flat({n: jnp.asarray(w, dtype=jnp.float64) for n, w in weights.items()})
+    _, buffers = MJ.init(config, 0, dtype=np.float64)
+    logits_j, aux_j = MJ.forward(params, buffers, jnp.asarray(tokens), config)
+    lowest = np.broadcast_to(np.arange(config.top_k), (tokens.size, config.top_k))
+    for choices in (*seen, *np.asarray(aux_j["expert_choices"])):
+        np.testing.assert_array_equal(choices, lowest)
+    assert rel(logits_j, logits_t.detach().numpy()) <= TOL["float64"]["fwd"]

@@ -134,14 +134,18 @@ def router_logits(h: Tensor, w_router: Tensor, multiplier: float) -> Tensor:
 
 
 def topk_experts(probs: Tensor, k: int, bias: Tensor | None = None) -> Tensor:
-    """Indices (N, k) of the k largest selection scores, best first.
+    """Indices (N, k) of the k largest selection scores, best first, ties to the lowest index.
 
     The score is ``p + expert_bias`` under aux-loss-free balancing (DeepSeek-V3, Liu et al.
     2024, eq. 16; Wang et al. 2024), else ``p``. The bias only chooses experts; it never enters
     the gates and receives no gradient.
     """
     scores = probs if bias is None else probs + bias.detach().to(probs.dtype)
-    return torch.topk(scores, k, dim=-1, sorted=True).indices
+    # Ties go to the lowest expert index, as jax.lax.top_k documents: torch.topk makes no
+    # promise (on the CPU it returns the highest index first), and with tied scores (a zero
+    # router, a saturated softmax) the two frameworks would route to different experts. A
+    # stable descending sort keeps equal scores in index order.
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
 
 
 def gate_weights(probs: Tensor, experts: Tensor, renormalize: bool) -> Tensor:
