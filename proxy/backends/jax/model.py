@@ -17,7 +17,8 @@ which runs in float32 or wider; ``fm`` = ``proxy.parametrization.forward_multipl
    b. ``q, k, v = h @ w_q, h @ w_k, h @ w_v`` as ``(B, T, heads, head_dim)``;
    c. RoPE, GPT-NeoX half rotation: ``inv_freq[j] = theta^(-2j/head_dim)``, angle ``t*inv_freq``
       (tables in NumPy float64, cast), ``rot = [x1 cos - x2 sin, x2 cos + x1 sin]``;
-   d. ``scores = (q k^T) * fm.attention``, causal mask to -inf, softmax over keys, ``o = p v``,
+   d. ``scores = (q k^T) * fm.attention``, causal mask to -inf, softmax over keys, ``o = p v``
+      (``jax.nn.dot_product_attention``; written out in float64, ``attention_explicit``),
       ``a = o @ w_o``;  e. ``x += fm.residual * a``;  f. ``h = rmsnorm(x) * ffn_norm.scale``;
    g. FFN: dense blocks ``gelu_tanh(h @ w_in) @ w_out``. MoE blocks (N = B*T tokens):
       router logits ``z = fm.router * (h @ router)``, ``p = softmax(z)``; selection score
@@ -150,6 +151,28 @@ def _rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
 
+def attention_explicit(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+    """The oracle: causal softmax(q k^T * scale) v over (B, T, H, hd), the (B, H, T, T) scores
+    written out, masked scores -inf before the softmax; the softmax in float32 or wider."""
+    t = q.shape[1]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    scores = jnp.where(causal, scores, -jnp.inf)
+    wide = jnp.promote_types(scores.dtype, jnp.float32)
+    probs = jax.nn.softmax(scores.astype(wide), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+    """Causal attention through ``jax.nn.dot_product_attention`` (cuDNN's fused kernel on a GPU
+    where it serves, XLA's elsewhere), except in float64: that kernel computes its softmax in
+    float32 (1.8e-7 from the explicit form in a float64 model), so float64, the precision the
+    parity tests hold the frameworks to, keeps ``attention_explicit``."""
+    if q.dtype == jnp.float64:
+        return attention_explicit(q, k, v, scale)
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True)
+
+
 def _attention(p: Params, h: jax.Array, config: ModelConfig, scale: float,
                cos: jax.Array, sin: jax.Array) -> jax.Array:
     b, t, _ = h.shape
@@ -157,10 +180,7 @@ def _attention(p: Params, h: jax.Array, config: ModelConfig, scale: float,
     q = _rope((h @ p["w_q"]).reshape(shape), cos, sin)
     k = _rope((h @ p["w_k"]).reshape(shape), cos, sin)
     v = (h @ p["w_v"]).reshape(shape)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
-    causal = np.tril(np.ones((t, t), dtype=bool))
-    scores = jnp.where(causal, scores, -jnp.inf)
-    o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+    o = attention(q, k, v, scale)
     return o.reshape(b, t, config.d_attn) @ p["w_o"]
 
 
