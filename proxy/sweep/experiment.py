@@ -18,7 +18,11 @@ annotated example. Defaults:
 * ``experiment.workers = "auto"``: local worker processes of ``ladder run``, ``ladder sweep`` and
   ``ladder demo``; auto is one per ``threads`` CPU cores this process may use for the torch and
   JAX backends (two one-thread workers on two cores), one for the simulated backend (its trials
-  take microseconds; a process would cost more than it saves). ``resolve_workers`` states it.
+  take microseconds; a process would cost more than it saves), and one when ``device`` names an
+  accelerator (one trial on it at a time). ``resolve_workers`` states it.
+* ``experiment.device = "auto"`` (the framework's accelerator when it has one, else the CPU)
+  and ``experiment.precision = "fp32"`` (``tf32``, or ``bf16`` mixed precision over float32
+  master weights): ``proxy.backends.placement``.
 * ``search.startup_trials = min(10, trials_per_rung)``, ``search.grid_points = 5`` per
   continuous knob (grid sampler), ``search.multivariate = true`` (TPE).
 * ``search.trials_per_upper_rung = trials_per_rung``: trials of a rung whose box the ladder-aware
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from proxy.backends.placement import check_precision, parse_device
 from proxy.config import DTYPES, ModelConfig
 from proxy.flops import train_flops
 from proxy.sweep import knobs as K
@@ -123,6 +128,8 @@ class Experiment:
     path: str = ""
     sha256: str = ""
     workers: int | str = "auto"      # local worker processes: "auto" or a positive int (resolve_workers)
+    device: str = "auto"             # proxy.backends.placement: auto | cpu | cuda[:N] | tpu[:N]
+    precision: str = "fp32"          # proxy.backends.placement: fp32 | tf32 | bf16
 
     def rung(self, name: str) -> RungSpec:
         for r in self.rungs:
@@ -475,7 +482,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                           "simulated"))
     exp = _table(doc.get("experiment", {}), "experiment")
     _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
-                                    "heartbeat_interval", "workers"))
+                                    "heartbeat_interval", "workers", "device", "precision"))
     if "name" not in exp:
         raise ExperimentError("experiment.name", "is required")
     name = _string(exp["name"], "experiment.name")
@@ -493,6 +500,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     dtype = exp.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ExperimentError("experiment.dtype", f"must be one of {', '.join(DTYPES)}", dtype)
+    device, precision = _placement(exp.get("device", "auto"), exp.get("precision", "fp32"), dtype)
     threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True)
     heartbeat = _number(exp.get("heartbeat_interval", 10), "experiment.heartbeat_interval",
                         integer=True, positive=True)
@@ -525,7 +533,27 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     return Experiment(name=name, storage=url, backend=backend, seeds=tuple(seeds), dtype=dtype,
                       threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
                       search=search, data=data, budget=budget, review=review, simulated=simulated,
-                      path=path, sha256=sha256, workers=workers)
+                      path=path, sha256=sha256, workers=workers, device=device, precision=precision)
+
+
+def _placement(device: Any, precision: Any, dtype: str) -> tuple[str, str]:
+    """``experiment.device`` and ``experiment.precision``, checked (``proxy.backends.placement``)."""
+    try:
+        device = str(parse_device(device))
+    except ValueError as exc:
+        raise ExperimentError("experiment.device", str(exc)) from None
+    try:
+        precision = check_precision(precision, dtype)
+    except ValueError as exc:
+        raise ExperimentError("experiment.precision", str(exc)) from None
+    return device, precision
+
+
+def with_device(experiment: Experiment, device: str | None) -> Experiment:
+    """The experiment with ``--device`` in place of ``experiment.device`` (unchanged for None)."""
+    if device is None:
+        return experiment
+    return dataclasses.replace(experiment, device=_placement(device, experiment.precision, experiment.dtype)[0])
 
 
 def usable_cores() -> int:
@@ -547,8 +575,8 @@ def resolve_workers(experiment: Experiment, override: int | None = None, *, core
         if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1:
             raise ValueError(f"workers must be a positive integer or 'auto', got {chosen!r}")
         return chosen
-    if experiment.backend == "simulated":
-        return 1
+    if experiment.backend == "simulated" or experiment.device not in ("auto", "cpu"):
+        return 1   # a named accelerator: one trial on it at a time
     return max(1, (cores if cores is not None else usable_cores()) // experiment.threads)
 
 

@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from reports.commands.train import add_device_argument
+
 DEMO_FILE = "demo.toml"
 DEMO_STORAGE = "sqlite:///runs/demo/trials.db"   # relative to the working folder
 
@@ -44,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "to see how the verdict and the plan depend on the search's luck")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
-                        "is one per `threads` CPU cores; 1 for the simulated backend)")
+                        "is one per `threads` CPU cores; 1 for the simulated backend or a named accelerator)")
+    add_device_argument(p, default=None)
     p.set_defaults(func=run)
 
 
@@ -96,7 +99,7 @@ def _up_to_date(exp: Any, folder: Path, storage: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.experiment import load_experiment, with_device
     from proxy.sweep.store import open_storage, resolve_url
     from reports.commands.fit import run_dir
     from reports.commands.plan import plan_summary
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     url = resolve_url(args.storage or DEMO_STORAGE, os.getcwd())
-    exp = load_experiment(demo_experiment_path(), storage=url)
+    exp = with_device(load_experiment(demo_experiment_path(), storage=url), args.device)
     if args.sampler_seed is not None:
         if args.sampler_seed < 0:
             raise ValueError(f"--sampler-seed must be >= 0, got {args.sampler_seed}")

@@ -13,7 +13,9 @@ import importlib
 import sys
 from typing import Any
 
+from proxy.sweep.experiment import with_device
 from reports.commands.fit import add_common, load, open_store, run_dir
+from reports.commands.train import add_device_argument
 from reports.commands.plan import plan_summary
 from reports.commands.review import review_and_write
 
@@ -29,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no per-trial progress lines")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
-                        "is one per `threads` CPU cores; 1 for the simulated backend)")
+                        "is one per `threads` CPU cores; 1 for the simulated backend or a named accelerator)")
+    add_device_argument(p, default=None)
     p.set_defaults(func=run)
 
 
@@ -47,7 +50,7 @@ def _report(experiment: Any, storage: Any, out: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from transfer.ladder import run_ladder
 
-    exp = load(args)
+    exp = with_device(load(args), args.device)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     storage = open_store(exp)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from reports.commands.train import add_device_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sweep only this rung (repeatable); default: every rung in order")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
-                        "is one per `threads` CPU cores; 1 for the simulated backend)")
+                        "is one per `threads` CPU cores; 1 for the simulated backend or a named accelerator)")
     p.add_argument("--storage", default=None,
                    help="store URL overriding experiment.storage (sqlite:///PATH or postgresql://...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_argument(p, default=None)
     p.set_defaults(func=run)
 
 
@@ -35,12 +38,12 @@ def storage_override(url: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy.sweep.experiment import load_experiment, resolve_workers
+    from proxy.sweep.experiment import load_experiment, resolve_workers, with_device
     from proxy.sweep.runner import run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    exp = load_experiment(args.experiment, storage=storage_override(args.storage))
+    exp = with_device(load_experiment(args.experiment, storage=storage_override(args.storage)), args.device)
     workers = resolve_workers(exp, args.workers)
     if args.rung:
         for name in args.rung:

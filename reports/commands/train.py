@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from proxy import TrainHParams, TrainResult, __version__
 from proxy.backends import load_backend
 from proxy.flops import param_counts, train_flops
+from proxy.backends.placement import PRECISIONS
 from proxy.hparams import SCHEDULES
 from proxy.ladder import Rung, get_ladder, ladder_names
 
@@ -44,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and data order")
     p.add_argument("--json", metavar="PATH", help="write the result with its provenance as JSON here")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="model and compute dtype (default: float32)")
+                   help="master-weight dtype (default: float32)")
+    add_device_argument(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default; full float32 matmuls), tf32, or bf16 mixed precision "
+                        "(bfloat16 matmuls and activations over float32 master weights)")
     p.add_argument("--dispatch", choices=("fast", "loop", "dense"), default="fast",
                    help="expert dispatch: fast (default), the per-expert loop, or the dense oracle")
     defaults = TrainHParams()
@@ -58,6 +63,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="intra-op CPU threads for torch (JAX sizes its pool at start-up); "
                         "0 (default) keeps the framework's default")
     p.set_defaults(func=run)
+
+
+def add_device_argument(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--device`` of every command that trains (proxy.backends.placement); ``default=None``
+    for the commands that read an experiment file, whose ``device`` it then overrides."""
+    said = "auto" if default else "the experiment file's device, whose default is auto"
+    p.add_argument("--device", default=default,
+                   help=f"auto | cpu | cuda | cuda:N | tpu | tpu:N (default: {said}; auto is the "
+                        "accelerator the framework sees, else the CPU; a named device that is not "
+                        "there is an error)")
 
 
 def git_commit() -> str | None:
@@ -166,13 +181,15 @@ def run(args: argparse.Namespace) -> int:
     bar = _Progress(batch_size * rung.config.seq_len)
     try:
         result = backend.train(rung.config, hparams, data, args.seed, progress=bar,
-                               dispatch=args.dispatch, dtype=args.dtype)
+                               dispatch=args.dispatch, dtype=args.dtype, device=args.device,
+                               precision=args.precision)
     finally:
         bar.close()
     print(summary(rung, args.ladder, result))
     if args.json:
         write_result_json(args.json, result, provenance(args.backend, args.seed, dtype=args.dtype,
-                                                        dispatch=args.dispatch),
+                                                        dispatch=args.dispatch, device=args.device,
+                                                        precision=args.precision),
                           ladder=args.ladder, rung=rung.name)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -128,7 +128,17 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 # Building blocks ---------------------------------------------------------------------------------
 def _rmsnorm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-    return x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * scale
+    """x / sqrt(mean(x^2) + eps) * scale, the statistics in float32 or wider."""
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return (wide / jnp.sqrt(jnp.mean(wide * wide, axis=-1, keepdims=True) + eps)).astype(x.dtype) * scale
+
+
+def cast_for_compute(params: Params, dtype: Any) -> Params:
+    """The weights a mixed-precision step computes with: every tensor in ``dtype`` except the
+    routers', which stay in their master dtype (the router's logits are float32 products).
+    Differentiable, so the gradients reach the float32 masters."""
+    flat = flatten_named(params)
+    return tree_from_flat({n: w if n.endswith(".router") else w.astype(dtype) for n, w in flat.items()})
 
 
 def _gelu(x: jax.Array) -> jax.Array:

@@ -52,7 +52,10 @@ import optax  # noqa: E402
 
 from proxy.backends.common import (assemble_result, batch_stream, divergence_reason,  # noqa: E402
                                    expert_load, final_evaluation, next_batch, total_steps)
-from proxy.backends.jax.model import Params, flatten_named, forward, init, tree_from_flat  # noqa: E402
+from proxy.backends.jax.device import placed, resolve_device  # noqa: E402
+from proxy.backends.jax.model import (Params, cast_for_compute, flatten_named, forward, init,  # noqa: E402
+                                      tree_from_flat)
+from proxy.backends.placement import check_precision  # noqa: E402
 from proxy.config import DTYPES, ModelConfig  # noqa: E402
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at  # noqa: E402
 from proxy.init import init_params as draw_init_params  # noqa: E402
@@ -157,13 +160,17 @@ def update_expert_bias(buffers: Params, counts: jax.Array, rate: jax.Array, conf
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean token cross-entropy (nats) of integer targets under logits (..., V)."""
+    """Mean token cross-entropy (nats) of integer targets under logits (..., V), in float32 or
+    wider whatever the logits' dtype."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked)
 
 
 def training_loss(params: Params, buffers: Params, batch: jax.Array, hp: Mapping[str, jax.Array],
-                  config: ModelConfig, dispatch: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  config: ModelConfig, dispatch: str, precision: str = "fp32") -> tuple[jax.Array, dict[str, jax.Array]]:
+    if precision == "bf16":   # mixed precision: bfloat16 copies of the float32 masters
+        params = cast_for_compute(params, jnp.bfloat16)
     logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch)
     ce = cross_entropy(logits, batch[:, 1:])
     loss = ce + hp["aux_loss_coef"].astype(ce.dtype) * aux["balance_loss"].astype(ce.dtype) \
@@ -172,7 +179,7 @@ def training_loss(params: Params, buffers: Params, batch: jax.Array, hp: Mapping
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_step(config: ModelConfig, dispatch: str) -> Callable:
+def compiled_step(config: ModelConfig, dispatch: str, precision: str = "fp32") -> Callable:
     """The jitted training step (params, buffers, opt_state, batch, hp) ->
     (params, buffers, opt_state, loss, aux); one trace per dtype and batch shape."""
 
@@ -180,7 +187,7 @@ def compiled_step(config: ModelConfig, dispatch: str) -> Callable:
         TRACE_COUNTS["train_step"] += 1
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         (loss, aux), grads = jax.value_and_grad(training_loss, has_aux=True)(
-            params, buffers, batch, hp, config, dispatch)
+            params, buffers, batch, hp, config, dispatch, precision)
         grads, _ = clip_by_global_norm(grads, hp["grad_clip"].astype(dtype), hp["clip_eps"].astype(dtype))
         updates, opt_state = build_optimizer(config, hp, dtype).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -191,11 +198,13 @@ def compiled_step(config: ModelConfig, dispatch: str) -> Callable:
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_eval(config: ModelConfig, dispatch: str) -> Callable:
+def compiled_eval(config: ModelConfig, dispatch: str, precision: str = "fp32") -> Callable:
     """The jitted evaluation: (params, buffers, batch) -> (mean token CE, aux)."""
 
     def evaluate_batch(params, buffers, batch):
         TRACE_COUNTS["eval"] += 1
+        if precision == "bf16":
+            params = cast_for_compute(params, jnp.bfloat16)
         logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch)
         return cross_entropy(logits, batch[:, 1:]), aux
 
@@ -204,9 +213,10 @@ def compiled_eval(config: ModelConfig, dispatch: str) -> Callable:
 
 # Evaluation and bookkeeping (the same as proxy.backends.torch.trainer; test_parity compares the results) ------
 def evaluate(params: Params, buffers: Params, config: ModelConfig, dispatch: str,
-             eval_sets: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, float], ExpertLoad]:
+             eval_sets: Mapping[str, np.ndarray], batch_size: int,
+             precision: str = "fp32") -> tuple[dict[str, float], ExpertLoad]:
     """Mean token CE per domain (nats/byte) and the routing statistics over all evaluation batches."""
-    fn = compiled_eval(config, dispatch)
+    fn = compiled_eval(config, dispatch, precision)
     per_domain: dict[str, float] = {}
     fractions, dropped, balance = [], [], []
     for domain, rows in eval_sets.items():
@@ -249,10 +259,12 @@ def init_state(config: ModelConfig, hparams: TrainHParams, seed: int, dtype: Any
 def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
           init_params: Mapping[str, np.ndarray] | None = None,
-          batches: Iterable[np.ndarray] | None = None) -> TrainResult:
+          batches: Iterable[np.ndarray] | None = None, device: str = "auto",
+          precision: str = "fp32") -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
-    Same contract as ``proxy.backends.torch.trainer.train``: ``data`` is a ``proxy.data.MixtureData`` (None
+    Same contract as ``proxy.backends.torch.trainer.train`` (``device`` and ``precision`` as
+    ``proxy.backends.placement`` says): ``data`` is a ``proxy.data.MixtureData`` (None
     allowed with ``batches``; then nothing is evaluated and ``final_loss`` is NaN);
     ``progress(step, total_steps, train_loss)`` after every step; ``init_params`` (canonical
     name -> array) and ``batches`` replace the seeded weights and data stream. Never raises on
@@ -265,11 +277,20 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     if dispatch not in model_jax.DISPATCHES:
         raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
     start = time.perf_counter()
+    check_precision(precision, str(jax_dtype(dtype)))
+    with placed(resolve_device(device), precision):
+        return _train(config, hparams, data, seed, progress, dispatch, dtype, init_params, batches,
+                      precision, start)
+
+
+def _train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, progress: Progress | None,
+           dispatch: str, dtype: str, init_params: Mapping[str, np.ndarray] | None,
+           batches: Iterable[np.ndarray] | None, precision: str, start: float) -> TrainResult:
     n_steps = total_steps(config, hparams)
     bsz, seq = hparams.batch_size, config.seq_len
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
-    step_fn = compiled_step(config, dispatch)
+    step_fn = compiled_step(config, dispatch, precision)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []
@@ -292,7 +313,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
 
     final_loss, per_domain, load = final_evaluation(
         data, diverged_step is not None, seq, bsz, hparams.eval_batches,
-        lambda sets: evaluate(params, buffers, config, dispatch, sets, bsz))
+        lambda sets: evaluate(params, buffers, config, dispatch, sets, bsz, precision))
 
     return assemble_result(config=config, hparams=hparams, backend=BACKEND, seed=seed, losses=losses,
                            final_loss=final_loss, per_domain=per_domain, load=load,

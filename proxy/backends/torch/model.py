@@ -1,7 +1,8 @@
 """The MoE proxy model in PyTorch: one readable file, the pinned math of both frameworks.
 
-Inputs are byte tokens ``(B, T)``; all compute runs in the model dtype (float32 or float64),
-except the router, whose logits and softmax run in float32 or wider (float64 stays float64).
+Inputs are byte tokens ``(B, T)``; all compute runs in the model dtype (float32 or float64,
+or bfloat16 over float32 master weights: ``compute_dtype``), except the router, whose logits
+and softmax run in float32 or wider (float64 stays float64), and the RMSNorm statistics.
 Parameters carry the canonical names of ``proxy.naming.parameter_specs`` and are stored
 ``(in, out)`` / ``(E, in, out)``, so every product is ``y = x @ W``. Forward multipliers ``fm``
 come from ``proxy.parametrization.forward_multipliers``.
@@ -77,8 +78,10 @@ def _scaled(multiplier: float, x: Tensor) -> Tensor:
 
 
 def rmsnorm(x: Tensor, scale: Tensor, eps: float) -> Tensor:
-    """x / sqrt(mean(x^2, last axis) + eps) * scale (Zhang & Sennrich 2019)."""
-    return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps) * scale
+    """x / sqrt(mean(x^2, last axis) + eps) * scale (Zhang & Sennrich 2019), the statistics in
+    float32 or wider (a bfloat16 mean of squares loses the small features)."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (wide * torch.rsqrt(wide.square().mean(dim=-1, keepdim=True) + eps)).to(x.dtype) * scale
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -241,10 +244,15 @@ def route(h: Tensor, w_router: Tensor, bias: Tensor | None, config: ModelConfig,
 # --------------------------------------------------------------------------------------
 # Expert dispatch: same math, different schedules
 # --------------------------------------------------------------------------------------
-def grouped_mm_available(dtype: torch.dtype, d_model: int, d_expert: int) -> bool:
-    """Whether torch's grouped GEMM serves this case (float32, rows a multiple of 16 bytes)."""
-    return (hasattr(F, "grouped_mm") and dtype == torch.float32
-            and d_model % 4 == 0 and d_expert % 4 == 0)
+def grouped_mm_available(dtype: torch.dtype, d_model: int, d_expert: int, device_type: str = "cpu") -> bool:
+    """Whether torch's grouped GEMM serves this case, forward and backward, with rows a
+    multiple of 16 bytes: on the CPU in float32 (its bfloat16 backward fails there), on CUDA
+    in bfloat16 (the dtype its kernels are written for)."""
+    if not hasattr(F, "grouped_mm"):
+        return False
+    if device_type == "cpu":
+        return dtype == torch.float32 and d_model % 4 == 0 and d_expert % 4 == 0
+    return device_type == "cuda" and dtype == torch.bfloat16 and d_model % 8 == 0 and d_expert % 8 == 0
 
 
 def resolve_dispatch(dispatch: str, dtype: torch.dtype, d_model: int, d_expert: int) -> str:
@@ -415,9 +423,12 @@ class MoE(nn.Module):
         elif self.dispatch == "loop":
             out = dispatch_loop(h, self.w_in, self.w_out, r.experts, r.gates, r.keep)
         else:
-            # Grouped GEMM is verified here on the CPU only (its CUDA kernels want bfloat16).
-            schedule = "sorted" if self.dispatch == "grouped" and h.device.type != "cpu" else self.dispatch
-            out = dispatch_fast(h, self.w_in, self.w_out, r.experts, r.gates, r.keep, schedule)
+            # The schedule follows what the step computes in, and where: the model's dispatch
+            # was resolved for its master dtype on the CPU.
+            cfg = self.config
+            grouped = grouped_mm_available(h.dtype, cfg.d_model, cfg.d_expert, h.device.type)
+            out = dispatch_fast(h, self.w_in, self.w_out, r.experts, r.gates, r.keep,
+                                "grouped" if grouped else "sorted")
         for s in range(self.config.n_shared_experts):
             out = out + _expert(h, self.shared_w_in[s], self.shared_w_out[s])
         return out.reshape(shape), r
@@ -457,18 +468,26 @@ class TorchMoEModel(nn.Module):
 
     ``params`` (canonical name -> array) gives the weights; without it they are drawn by
     ``proxy.init.init_params(config, init_seed, init_scale)``. Either way they are cast to
-    ``dtype`` (float32 or float64).
+    ``dtype`` (float32 or float64), the master weights. ``compute_dtype`` (default ``dtype``;
+    bfloat16 for mixed precision, with float32 masters) is what the forward computes in: each
+    call casts the weights to it (the casts are differentiable, so the gradients reach the
+    masters in their own dtype), and the router, the RMSNorm statistics and the attention
+    softmax stay float32 (``proxy.backends.placement``).
     """
 
     def __init__(self, config: ModelConfig, *, dispatch: str = "fast", dtype: torch.dtype = torch.float32,
                  params: Mapping[str, np.ndarray] | None = None, init_seed: int = 0,
-                 init_scale: float = 1.0):
+                 init_scale: float = 1.0, compute_dtype: torch.dtype | None = None):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-        self.config, self.dtype = config, dtype
+        compute_dtype = compute_dtype or dtype
+        if compute_dtype != dtype and (compute_dtype, dtype) != (torch.bfloat16, torch.float32):
+            raise ValueError(f"compute_dtype must be the master dtype or bfloat16 over float32 masters, "
+                             f"got {compute_dtype} over {dtype}")
+        self.config, self.dtype, self.compute_dtype = config, dtype, compute_dtype
         self.dispatch = resolve_dispatch(dispatch, dtype, config.d_model, config.d_expert)   # as the MoE layers
         fm = forward_multipliers(config)
         self.readout_mult = fm.readout
@@ -496,20 +515,24 @@ class TorchMoEModel(nn.Module):
     def moe_blocks(self) -> list[MoE]:
         return [b.moe for b in self.blocks if hasattr(b, "moe")]
 
-    def _rope_tables(self, t: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _rope_tables(self, t: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """The cached (cat(cos, cos), cat(-sin, sin)) tables of ``rope_full_tables``, (T, head_dim)."""
-        key = (t, device)
+        key = (t, device, dtype)
         if key not in self._rope:
             cos, sin = rope_tables(t, self.config.head_dim, self.config.rope_theta)
-            self._rope[key] = rope_full_tables(torch.as_tensor(cos, dtype=self.dtype, device=device),
-                                               torch.as_tensor(sin, dtype=self.dtype, device=device))
+            self._rope[key] = rope_full_tables(torch.as_tensor(cos, dtype=dtype, device=device),
+                                               torch.as_tensor(sin, dtype=dtype, device=device))
         return self._rope[key]
 
-    def forward(self, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """tokens (B, T) int -> logits (B, T, V) in the model dtype, and the aux dict."""
+    def forward(self, tokens: Tensor, _cast: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """tokens (B, T) int -> logits (B, T, V) in the compute dtype, and the aux dict."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
-        cos, sin = self._rope_tables(tokens.shape[1], tokens.device)
+        if _cast and self.compute_dtype != self.dtype:
+            # The router's weights stay in their master dtype: its logits are float32 products.
+            low = {n: p.to(self.compute_dtype) for n, p in self.named_parameters() if not n.endswith(".router")}
+            return torch.func.functional_call(self, low, (tokens,), {"_cast": False}, strict=False)
+        cos, sin = self._rope_tables(tokens.shape[1], tokens.device, self.embed.tokens.dtype)
         x = self.embed(tokens)
         routings: list[Routing] = []
         for block in self.blocks:

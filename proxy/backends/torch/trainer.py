@@ -27,9 +27,8 @@ the caller set.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +37,8 @@ from torch import Tensor
 
 from proxy.backends.common import (assemble_result, batch_stream, divergence_reason, expert_load,
                                    final_evaluation, next_batch, total_steps)
+from proxy.backends.placement import check_precision
+from proxy.backends.torch.device import compute_dtype, numerics, resolve_device
 from proxy.backends.torch.model import TorchMoEModel
 from proxy.config import DTYPES, ModelConfig
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at
@@ -105,10 +106,16 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], grad_clip: float, c
     return norm
 
 
+def token_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean token cross-entropy, computed in float32 or wider whatever the logits' dtype."""
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1))
+
+
 def training_loss(model: TorchMoEModel, batch: Tensor, hparams: TrainHParams) -> tuple[Tensor, dict[str, Tensor]]:
     """CE of batch[:, 1:] given batch[:, :-1], plus the weighted balancing and z losses."""
     logits, aux = model(batch[:, :-1])
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    ce = token_ce(logits, batch[:, 1:])
     loss = ce + hparams.aux_loss_coef * aux["balance_loss"] + hparams.z_loss_coef * aux["z_loss"]
     return loss, aux
 
@@ -124,18 +131,6 @@ def update(model: TorchMoEModel, optimizer: torch.optim.Optimizer, loss: Tensor,
     model.update_expert_bias(aux["slot_counts"], model.config.bias_update_rate)
 
 
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    """Deterministic kernels for the duration of training, the caller's setting restored after."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-
-
 # --------------------------------------------------------------------------------------
 # Evaluation and bookkeeping
 # --------------------------------------------------------------------------------------
@@ -145,15 +140,16 @@ def evaluate(model: TorchMoEModel, eval_sets: Mapping[str, np.ndarray], batch_si
     """Mean token CE per domain (nats/byte) and the routing statistics over all evaluation batches."""
     per_domain: dict[str, float] = {}
     fractions, dropped, balance = [], [], []
+    device = model.readout.w.device
     for domain, rows in eval_sets.items():
         total, count = 0.0, 0
         for start in range(0, len(rows), batch_size):
-            batch = torch.as_tensor(np.asarray(rows[start:start + batch_size]), dtype=torch.long)
+            batch = torch.as_tensor(np.asarray(rows[start:start + batch_size]), dtype=torch.long).to(device)
             logits, aux = model(batch[:, :-1])
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+            ce = token_ce(logits, batch[:, 1:])
             total += ce.item() * batch[:, 1:].numel()
             count += batch[:, 1:].numel()
-            fractions.append(aux["load_fractions"].double().numpy())
+            fractions.append(aux["load_fractions"].double().cpu().numpy())
             dropped.append(aux["dropped_fraction"].item())
             balance.append(aux["balance_loss"].item())
         per_domain[domain] = total / count
@@ -166,14 +162,17 @@ def evaluate(model: TorchMoEModel, eval_sets: Mapping[str, np.ndarray], batch_si
 def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
           init_params: Mapping[str, np.ndarray] | None = None,
-          batches: Iterable[np.ndarray] | None = None) -> TrainResult:
+          batches: Iterable[np.ndarray] | None = None, device: str = "auto",
+          precision: str = "fp32") -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
     ``data`` is a ``proxy.data.MixtureData`` (it may be None when ``batches`` is given; then
     nothing is evaluated and ``final_loss`` is NaN). ``progress(step, total_steps,
     train_loss)`` is called after every step (``step`` 0-based, so ``step + 1`` are done). ``init_params`` (canonical name -> array) replaces
     the seeded initialisation and ``batches`` (arrays (batch_size, seq_len + 1)) the data stream,
-    for parity tests against the JAX twin. A divergence never raises: it is reported.
+    for parity tests against the JAX twin. ``device`` and ``precision`` are those of
+    ``proxy.backends.placement`` (a named device torch does not see raises). A divergence never
+    raises: it is reported.
     ``wall_time_s`` covers the whole call (set-up, training, evaluation); ``tokens_per_s`` is the
     training tokens over the time of the training loop alone.
     """
@@ -182,20 +181,23 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     start = time.perf_counter()
     torch.manual_seed(seed)
     tdtype = torch_dtype(dtype)
+    check_precision(precision, str(tdtype).removeprefix("torch."))
+    dev = resolve_device(device)
     n_steps = total_steps(config, hparams)
     bsz, seq = hparams.batch_size, config.seq_len
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
-    model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights)
+    model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights,
+                          compute_dtype=compute_dtype(precision, tdtype)).to(dev)
     optimizer = build_optimizer(model, hparams)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []
     diverged_step, reason = None, ""
 
-    with _deterministic():
+    with numerics(dev, precision):
         loop_start = time.perf_counter()
         for step in range(n_steps):
-            batch = torch.as_tensor(next_batch(stream, step, n_steps, (bsz, seq + 1), np.int64))
+            batch = torch.as_tensor(next_batch(stream, step, n_steps, (bsz, seq + 1), np.int64)).to(dev)
             loss, aux = training_loss(model, batch, hparams)
             value = loss.item()
             losses.append(value)
