@@ -25,6 +25,14 @@ def total_steps(config: ModelConfig, hparams: TrainHParams) -> int:
     return max(1, tokens // (hparams.batch_size * config.seq_len))
 
 
+def check_micro_batches(batch_size: int, micro_batches: int) -> None:
+    """Gradient accumulation splits a batch into equal micro-batches: k must divide it."""
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+        raise ValueError(f"micro_batches must be a positive integer, got {micro_batches!r}")
+    if batch_size % micro_batches:
+        raise ValueError(f"micro_batches {micro_batches} does not divide the batch size {batch_size}")
+
+
 def batch_stream(data: Any, batches: Iterable[np.ndarray] | None, seed: int, batch_size: int,
                  seq_len: int) -> Iterator[np.ndarray]:
     """The training batches: ``batches`` when given (parity tests), else ``data.batches(seed, ...)``."""

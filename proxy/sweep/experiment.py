@@ -23,6 +23,10 @@ annotated example. Defaults:
 * ``experiment.device = "auto"`` (the framework's accelerator when it has one, else the CPU)
   and ``experiment.precision = "fp32"`` (``tf32``, or ``bf16`` mixed precision over float32
   master weights): ``proxy.backends.placement``.
+* ``experiment.micro_batches = "auto"`` and ``experiment.checkpoint = "auto"``: gradient
+  accumulation and per-block activation checkpointing planned from the accelerator's memory
+  (``proxy.backends.memory``); on the CPU, auto is neither. A number of micro-batches must
+  divide every rung's batch size.
 * ``search.startup_trials = min(10, trials_per_rung)``, ``search.grid_points = 5`` per
   continuous knob (grid sampler), ``search.multivariate = true`` (TPE).
 * ``search.trials_per_upper_rung = trials_per_rung``: trials of a rung whose box the ladder-aware
@@ -130,6 +134,8 @@ class Experiment:
     workers: int | str = "auto"      # local worker processes: "auto" or a positive int (resolve_workers)
     device: str = "auto"             # proxy.backends.placement: auto | cpu | cuda[:N] | tpu[:N]
     precision: str = "fp32"          # proxy.backends.placement: fp32 | tf32 | bf16
+    micro_batches: int | str = "auto"   # gradient accumulation: "auto" (proxy.backends.memory) or k
+    checkpoint: bool | str = "auto"     # activation checkpointing per block: "auto" or a bool
 
     def rung(self, name: str) -> RungSpec:
         for r in self.rungs:
@@ -482,7 +488,8 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                           "simulated"))
     exp = _table(doc.get("experiment", {}), "experiment")
     _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
-                                    "heartbeat_interval", "workers", "device", "precision"))
+                                    "heartbeat_interval", "workers", "device", "precision",
+                                    "micro_batches", "checkpoint"))
     if "name" not in exp:
         raise ExperimentError("experiment.name", "is required")
     name = _string(exp["name"], "experiment.name")
@@ -501,6 +508,12 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     if dtype not in DTYPES:
         raise ExperimentError("experiment.dtype", f"must be one of {', '.join(DTYPES)}", dtype)
     device, precision = _placement(exp.get("device", "auto"), exp.get("precision", "fp32"), dtype)
+    micro_batches = exp.get("micro_batches", "auto")
+    if micro_batches != "auto":
+        micro_batches = _number(micro_batches, "experiment.micro_batches", integer=True, positive=True)
+    checkpoint = exp.get("checkpoint", "auto")
+    if checkpoint != "auto" and not isinstance(checkpoint, bool):
+        raise ExperimentError("experiment.checkpoint", 'must be "auto", true or false', checkpoint)
     threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True)
     heartbeat = _number(exp.get("heartbeat_interval", 10), "experiment.heartbeat_interval",
                         integer=True, positive=True)
@@ -511,6 +524,11 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
         raise ExperimentError("ladder", "is required (preset or rungs)")
     rungs = _parse_ladder(doc["ladder"])
     target = _parse_target(doc["target"]) if "target" in doc else None
+    if micro_batches != "auto":
+        for r in rungs:
+            if r.batch_size % micro_batches:
+                raise ExperimentError("experiment.micro_batches", f"must divide every rung's batch size; "
+                                      f"{r.name}'s is {r.batch_size}", micro_batches)
     data = _parse_data(doc.get("data", {}), base_dir)
     search = _parse_search(doc.get("search", {}), data.domains)
     if search.startup_trials > search.trials_per_rung:
@@ -533,7 +551,8 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     return Experiment(name=name, storage=url, backend=backend, seeds=tuple(seeds), dtype=dtype,
                       threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
                       search=search, data=data, budget=budget, review=review, simulated=simulated,
-                      path=path, sha256=sha256, workers=workers, device=device, precision=precision)
+                      path=path, sha256=sha256, workers=workers, device=device, precision=precision,
+                      micro_batches=micro_batches, checkpoint=checkpoint)
 
 
 def _placement(device: Any, precision: Any, dtype: str) -> tuple[str, str]:

@@ -176,7 +176,8 @@ def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
     if experiment.dtype != "float32":
         extra["dtype"] = experiment.dtype
     if experiment.backend != "simulated":
-        extra |= {"device": experiment.device, "precision": experiment.precision}
+        extra |= {"device": experiment.device, "precision": experiment.precision,
+                  "micro_batches": experiment.micro_batches, "checkpoint": experiment.checkpoint}
     seeds = tuple(seeds) if seeds else experiment.seeds
     results = [backend.train(config, setup.hparams, data, seed, **extra) for seed in seeds]
     diverged = any(r.diverged for r in results)

@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default; full float32 matmuls), tf32, or bf16 mixed precision "
                         "(bfloat16 matmuls and activations over float32 master weights)")
+    p.add_argument("--micro-batches", default="1", metavar="K|auto",
+                   help="gradient accumulation: K equal micro-batches per step (dividing the batch), or auto "
+                        "(planned from the accelerator's memory; 1 on the CPU); default 1")
+    p.add_argument("--checkpoint", choices=("auto", "on", "off"), default="off",
+                   help="recompute each block's activations in the backward instead of keeping them "
+                        "(auto: when the accelerator's memory needs it); default off")
     p.add_argument("--dispatch", choices=("fast", "loop", "dense"), default="fast",
                    help="expert dispatch: fast (default), the per-expert loop, or the dense oracle")
     defaults = TrainHParams()
@@ -73,6 +79,18 @@ def add_device_argument(p: argparse.ArgumentParser, default: str | None = "auto"
                    help=f"auto | cpu | cuda | cuda:N | tpu | tpu:N (default: {said}; auto is the "
                         "accelerator the framework sees, else the CPU; a named device that is not "
                         "there is an error)")
+
+
+def _micro_batches(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ValueError(f"--micro-batches must be a positive integer or auto, got {text!r}")
+    return k
 
 
 def git_commit() -> str | None:
@@ -182,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = backend.train(rung.config, hparams, data, args.seed, progress=bar,
                                dispatch=args.dispatch, dtype=args.dtype, device=args.device,
-                               precision=args.precision)
+                               precision=args.precision, micro_batches=_micro_batches(args.micro_batches),
+                               checkpoint={"on": True, "off": False}.get(args.checkpoint, "auto"))
     finally:
         bar.close()
     print(summary(rung, args.ladder, result))

@@ -53,6 +53,7 @@ made. Every array here is built with an explicit dtype, so float32 models stay f
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -311,8 +312,24 @@ def _moe(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig, r
 
 
 # The model -----------------------------------------------------------------------------------------
+def _block(blk: Params, bias: jax.Array | None, x: jax.Array, cos: jax.Array, sin: jax.Array, *,
+           config: ModelConfig, layer: int, fm: Any, dispatch: str
+           ) -> tuple[jax.Array, dict[str, jax.Array] | None, jax.Array, jax.Array]:
+    """One block (steps 2a-2h): the new residual stream, the MoE statistics (None for a dense
+    block), the attention output and the FFN output."""
+    h = _rmsnorm(x, blk["attn_norm"]["scale"], config.norm_eps)
+    a = _attention(blk["attn"], h, config, fm.attention, cos, sin)
+    x = x + fm.residual * a
+    h = _rmsnorm(x, blk["ffn_norm"]["scale"], config.norm_eps)
+    if config.is_moe_layer(layer):
+        ffn, stats = _moe(blk["moe"], bias, h, config, fm.router, dispatch)
+    else:
+        ffn, stats = _gelu(h @ blk["mlp"]["w_in"]) @ blk["mlp"]["w_out"], None
+    return x + fm.residual * ffn, stats, a, ffn
+
+
 def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelConfig, *,
-            dispatch: str = "fast", collect: dict[str, jax.Array] | None = None
+            dispatch: str = "fast", collect: dict[str, jax.Array] | None = None, remat: bool = False
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Logits (B, T, V) in the model dtype and aux statistics.
 
@@ -326,6 +343,9 @@ def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelCon
     (``proxy.diagnostics.coordcheck``): ``embed``, ``blocks.i.attn`` (a), ``blocks.i.router`` (z),
     ``blocks.i.experts`` (the FFN output) and ``logits``; inside ``jit`` they are tracers, so
     reduce and return them from the traced function.
+
+    ``remat`` checkpoints every block (``jax.checkpoint``): the backward recomputes a block's
+    activations from its input instead of keeping them. Jit with ``remat`` static too.
     """
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
@@ -339,19 +359,18 @@ def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelCon
     layer_stats = []
     for i in range(config.n_layers):
         blk = params["blocks"][str(i)]
-        h = _rmsnorm(x, blk["attn_norm"]["scale"], config.norm_eps)
-        collected[f"blocks.{i}.attn"] = a = _attention(blk["attn"], h, config, fm.attention, cos, sin)
-        x = x + fm.residual * a
-        h = _rmsnorm(x, blk["ffn_norm"]["scale"], config.norm_eps)
-        if config.is_moe_layer(i):
-            bias = buffers["blocks"][str(i)]["moe"]["expert_bias"] if config.bias_balancing else None
-            ffn, stats = _moe(blk["moe"], bias, h, config, fm.router, dispatch)
+        bias = (buffers["blocks"][str(i)]["moe"]["expert_bias"]
+                if config.is_moe_layer(i) and config.bias_balancing else None)
+        body = functools.partial(_block, config=config, layer=i, fm=fm, dispatch=dispatch)
+        if remat:
+            # Activation checkpointing: keep the block's input, recompute the rest in the backward.
+            body = jax.checkpoint(body)
+        x, stats, a, ffn = body(blk, bias, x, cos, sin)
+        collected[f"blocks.{i}.attn"] = a
+        if stats is not None:
             layer_stats.append(stats)
             collected[f"blocks.{i}.router"] = stats["router_logits"]
-        else:
-            ffn = _gelu(h @ blk["mlp"]["w_in"]) @ blk["mlp"]["w_out"]
         collected[f"blocks.{i}.experts"] = ffn
-        x = x + fm.residual * ffn
     logits = fm.readout * (_rmsnorm(x, params["final_norm"]["scale"], config.norm_eps)
                            @ params["readout"]["w"])
     collected["logits"] = logits

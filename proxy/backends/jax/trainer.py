@@ -50,11 +50,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from proxy.backends.common import (assemble_result, batch_stream, divergence_reason,  # noqa: E402
-                                   expert_load, final_evaluation, next_batch, total_steps)
+from proxy.backends.common import (assemble_result, batch_stream, check_micro_batches,  # noqa: E402
+                                   divergence_reason, expert_load, final_evaluation, next_batch,
+                                   total_steps)
 from proxy.backends.jax.device import placed, resolve_device  # noqa: E402
 from proxy.backends.jax.model import (Params, cast_for_compute, flatten_named, forward, init,  # noqa: E402
                                       tree_from_flat)
+from proxy.backends.memory import resolve_accumulation  # noqa: E402
 from proxy.backends.placement import check_precision  # noqa: E402
 from proxy.config import DTYPES, ModelConfig  # noqa: E402
 from proxy.hparams import TrainHParams, divergence_threshold, lr_at  # noqa: E402
@@ -168,26 +170,60 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def training_loss(params: Params, buffers: Params, batch: jax.Array, hp: Mapping[str, jax.Array],
-                  config: ModelConfig, dispatch: str, precision: str = "fp32") -> tuple[jax.Array, dict[str, jax.Array]]:
+                  config: ModelConfig, dispatch: str, precision: str = "fp32",
+                  remat: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     if precision == "bf16":   # mixed precision: bfloat16 copies of the float32 masters
         params = cast_for_compute(params, jnp.bfloat16)
-    logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch)
+    logits, aux = forward(params, buffers, batch[:, :-1], config, dispatch=dispatch, remat=remat)
     ce = cross_entropy(logits, batch[:, 1:])
     loss = ce + hp["aux_loss_coef"].astype(ce.dtype) * aux["balance_loss"].astype(ce.dtype) \
         + hp["z_loss_coef"].astype(ce.dtype) * aux["z_loss"].astype(ce.dtype)
     return loss, aux
 
 
+def accumulated_grads(params: Params, buffers: Params, batch: jax.Array, hp: Mapping[str, jax.Array],
+                      config: ModelConfig, dispatch: str, precision: str, micro_batches: int,
+                      remat: bool) -> tuple[jax.Array, dict[str, jax.Array], Params]:
+    """(training loss, aux, gradients) of a batch, as ``micro_batches`` equal micro-batches in a
+    ``lax.scan`` (one micro-batch's activations live at a time). The same accumulation as the
+    torch trainer's ``accumulate_gradients``: exact for the cross-entropy, the z-loss and the
+    slot counts; the balancing loss per micro-batch. With micro-batches, aux holds only
+    ``slot_counts`` (summed)."""
+    grad_fn = jax.value_and_grad(training_loss, has_aux=True)
+    if micro_batches == 1:
+        (loss, aux), grads = grad_fn(params, buffers, batch, hp, config, dispatch, precision, remat)
+        return loss, aux, grads
+    chunks = batch.reshape(micro_batches, batch.shape[0] // micro_batches, batch.shape[1])
+
+    def body(carry, chunk):
+        loss_sum, counts_sum, grad_sum = carry
+        (loss, aux), grads = grad_fn(params, buffers, chunk, hp, config, dispatch, precision, remat)
+        return (loss_sum + loss, counts_sum + aux["slot_counts"],
+                jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
+
+    n_moe = len(config.moe_layers)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    start = (jnp.zeros((), jnp.promote_types(dtype, jnp.float32)),
+             jnp.zeros((n_moe, config.n_experts), jnp.int64),
+             jax.tree_util.tree_map(jnp.zeros_like, params))
+    (loss_sum, counts, grad_sum), _ = jax.lax.scan(body, start, chunks)
+    grads = jax.tree_util.tree_map(lambda g: g / micro_batches, grad_sum)
+    return loss_sum / micro_batches, {"slot_counts": counts}, grads
+
+
 @functools.lru_cache(maxsize=32)
-def compiled_step(config: ModelConfig, dispatch: str, precision: str = "fp32") -> Callable:
+def compiled_step(config: ModelConfig, dispatch: str, precision: str = "fp32", micro_batches: int = 1,
+                  remat: bool = False) -> Callable:
     """The jitted training step (params, buffers, opt_state, batch, hp) ->
-    (params, buffers, opt_state, loss, aux); one trace per dtype and batch shape."""
+    (params, buffers, opt_state, loss, aux); one trace per dtype and batch shape.
+    ``micro_batches`` and ``remat``: gradient accumulation and activation checkpointing
+    (``accumulated_grads``, ``forward``)."""
 
     def step(params, buffers, opt_state, batch, hp):
         TRACE_COUNTS["train_step"] += 1
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        (loss, aux), grads = jax.value_and_grad(training_loss, has_aux=True)(
-            params, buffers, batch, hp, config, dispatch, precision)
+        loss, aux, grads = accumulated_grads(params, buffers, batch, hp, config, dispatch, precision,
+                                             micro_batches, remat)
         grads, _ = clip_by_global_norm(grads, hp["grad_clip"].astype(dtype), hp["clip_eps"].astype(dtype))
         updates, opt_state = build_optimizer(config, hp, dtype).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -260,11 +296,12 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
           init_params: Mapping[str, np.ndarray] | None = None,
           batches: Iterable[np.ndarray] | None = None, device: str = "auto",
-          precision: str = "fp32") -> TrainResult:
+          precision: str = "fp32", micro_batches: int | str = 1, checkpoint: bool | str = False) -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
     Same contract as ``proxy.backends.torch.trainer.train`` (``device`` and ``precision`` as
-    ``proxy.backends.placement`` says): ``data`` is a ``proxy.data.MixtureData`` (None
+    ``proxy.backends.placement`` says; ``micro_batches`` and ``checkpoint`` as there, through
+    ``accumulated_grads`` and ``jax.checkpoint``): ``data`` is a ``proxy.data.MixtureData`` (None
     allowed with ``batches``; then nothing is evaluated and ``final_loss`` is NaN);
     ``progress(step, total_steps, train_loss)`` after every step; ``init_params`` (canonical
     name -> array) and ``batches`` replace the seeded weights and data stream. Never raises on
@@ -278,19 +315,24 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
         raise ValueError(f"dispatch must be one of {model_jax.DISPATCHES}, got {dispatch!r}")
     start = time.perf_counter()
     check_precision(precision, str(jax_dtype(dtype)))
-    with placed(resolve_device(device), precision):
+    dev = resolve_device(device)
+    memory = None if dev.platform == "cpu" else (dev.memory_stats() or {}).get("bytes_limit")
+    micro_batches, checkpoint = resolve_accumulation(config, hparams.batch_size, precision, micro_batches,
+                                                     checkpoint, memory)
+    check_micro_batches(hparams.batch_size, micro_batches)
+    step_fn = compiled_step(config, dispatch, precision, micro_batches, checkpoint)
+    with placed(dev, precision):
         return _train(config, hparams, data, seed, progress, dispatch, dtype, init_params, batches,
-                      precision, start)
+                      precision, start, step_fn)
 
 
 def _train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, progress: Progress | None,
            dispatch: str, dtype: str, init_params: Mapping[str, np.ndarray] | None,
-           batches: Iterable[np.ndarray] | None, precision: str, start: float) -> TrainResult:
+           batches: Iterable[np.ndarray] | None, precision: str, start: float, step_fn: Callable) -> TrainResult:
     n_steps = total_steps(config, hparams)
     bsz, seq = hparams.batch_size, config.seq_len
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
-    step_fn = compiled_step(config, dispatch, precision)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []

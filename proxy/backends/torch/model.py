@@ -52,6 +52,7 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from proxy.config import ModelConfig
@@ -472,12 +473,15 @@ class TorchMoEModel(nn.Module):
     bfloat16 for mixed precision, with float32 masters) is what the forward computes in: each
     call casts the weights to it (the casts are differentiable, so the gradients reach the
     masters in their own dtype), and the router, the RMSNorm statistics and the attention
-    softmax stay float32 (``proxy.backends.placement``).
+    softmax stay float32 (``proxy.backends.placement``). ``checkpoint`` recomputes every
+    block's activations in the backward pass (``torch.utils.checkpoint``), keeping only the
+    blocks' inputs: memory per token falls from every intermediate tensor to one (B, T, d).
     """
 
     def __init__(self, config: ModelConfig, *, dispatch: str = "fast", dtype: torch.dtype = torch.float32,
                  params: Mapping[str, np.ndarray] | None = None, init_seed: int = 0,
-                 init_scale: float = 1.0, compute_dtype: torch.dtype | None = None):
+                 init_scale: float = 1.0, compute_dtype: torch.dtype | None = None,
+                 checkpoint: bool = False):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
@@ -488,6 +492,7 @@ class TorchMoEModel(nn.Module):
             raise ValueError(f"compute_dtype must be the master dtype or bfloat16 over float32 masters, "
                              f"got {compute_dtype} over {dtype}")
         self.config, self.dtype, self.compute_dtype = config, dtype, compute_dtype
+        self.checkpoint = checkpoint
         self.dispatch = resolve_dispatch(dispatch, dtype, config.d_model, config.d_expert)   # as the MoE layers
         fm = forward_multipliers(config)
         self.readout_mult = fm.readout
@@ -536,7 +541,12 @@ class TorchMoEModel(nn.Module):
         x = self.embed(tokens)
         routings: list[Routing] = []
         for block in self.blocks:
-            x, routing = block(x, cos, sin)
+            if self.checkpoint and torch.is_grad_enabled():
+                # Activation checkpointing: keep the block's input only and run the block again
+                # in the backward (its routing is deterministic, so the recomputation matches).
+                x, routing = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x, routing = block(x, cos, sin)
             if routing is not None:
                 routings.append(routing)
         logits = _scaled(self.readout_mult, self.final_norm(x) @ self.readout.w)

@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from proxy.backends.common import (assemble_result, batch_stream, divergence_reason, expert_load,
-                                   final_evaluation, next_batch, total_steps)
+from proxy.backends.common import (assemble_result, batch_stream, check_micro_batches, divergence_reason,
+                                   expert_load, final_evaluation, next_batch, total_steps)
+from proxy.backends.memory import resolve_accumulation
 from proxy.backends.placement import check_precision
 from proxy.backends.torch.device import compute_dtype, numerics, resolve_device
 from proxy.backends.torch.model import TorchMoEModel
@@ -125,10 +126,42 @@ def update(model: TorchMoEModel, optimizer: torch.optim.Optimizer, loss: Tensor,
     """Steps 4-6 of the recipe: backward, clip, AdamW step at the scheduled lr, bias update."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    apply_update(model, optimizer, aux["slot_counts"], step, n_steps, hparams)
+
+
+def apply_update(model: TorchMoEModel, optimizer: torch.optim.Optimizer, slot_counts: Tensor,
+                 step: int, n_steps: int, hparams: TrainHParams) -> None:
+    """Steps 4-6 after the backward: clip, AdamW step at the scheduled lr, bias update."""
     clip_gradients(model.parameters(), hparams.grad_clip, hparams.clip_eps)
     set_learning_rate(optimizer, step, n_steps, hparams)
     optimizer.step()
-    model.update_expert_bias(aux["slot_counts"], model.config.bias_update_rate)
+    model.update_expert_bias(slot_counts, model.config.bias_update_rate)
+
+
+def accumulate_gradients(model: TorchMoEModel, batch: Tensor, hparams: TrainHParams,
+                         micro_batches: int) -> tuple[Tensor, Tensor]:
+    """Forward and backward of a batch as ``micro_batches`` equal micro-batches, the gradients
+    summed into ``.grad`` (zeroed first); returns (the batch's training loss, its slot counts).
+
+    Each micro-batch's loss is scaled by 1/k before its backward, so the summed gradient of the
+    token-mean cross-entropy and of the z-loss (a mean over tokens) is the full batch's, and the
+    slot counts (summed) give the bias update of the full batch. The Switch balancing loss
+    ``E sum_e f_e P_e`` is a product of two batch means, so it is computed per micro-batch
+    (as Megatron-LM computes it) and with ``aux_loss_coef > 0`` the update differs from the full
+    batch's by the micro-batches' spread of f; a capacity factor, likewise, admits slots per
+    micro-batch."""
+    model.zero_grad(set_to_none=True)
+    if micro_batches == 1:
+        loss, aux = training_loss(model, batch, hparams)
+        loss.backward()
+        return loss.detach(), aux["slot_counts"]
+    total, counts = None, None
+    for chunk in batch.chunk(micro_batches):
+        loss, aux = training_loss(model, chunk, hparams)
+        (loss / micro_batches).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+        counts = aux["slot_counts"] if counts is None else counts + aux["slot_counts"]
+    return total / micro_batches, counts
 
 
 # --------------------------------------------------------------------------------------
@@ -163,7 +196,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
           init_params: Mapping[str, np.ndarray] | None = None,
           batches: Iterable[np.ndarray] | None = None, device: str = "auto",
-          precision: str = "fp32") -> TrainResult:
+          precision: str = "fp32", micro_batches: int | str = 1, checkpoint: bool | str = False) -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
     ``data`` is a ``proxy.data.MixtureData`` (it may be None when ``batches`` is given; then
@@ -171,8 +204,11 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     train_loss)`` is called after every step (``step`` 0-based, so ``step + 1`` are done). ``init_params`` (canonical name -> array) replaces
     the seeded initialisation and ``batches`` (arrays (batch_size, seq_len + 1)) the data stream,
     for parity tests against the JAX twin. ``device`` and ``precision`` are those of
-    ``proxy.backends.placement`` (a named device torch does not see raises). A divergence never
-    raises: it is reported.
+    ``proxy.backends.placement`` (a named device torch does not see raises). ``micro_batches``
+    splits each batch for gradient accumulation (``accumulate_gradients``; it must divide the
+    batch size) and ``checkpoint`` recomputes each block's activations in the backward instead of
+    keeping them (``TorchMoEModel(checkpoint=True)``); ``"auto"`` plans either from the GPU's
+    memory (``proxy.backends.memory``), and is no accumulation and no checkpointing on the CPU. A divergence never raises: it is reported.
     ``wall_time_s`` covers the whole call (set-up, training, evaluation); ``tokens_per_s`` is the
     training tokens over the time of the training loop alone.
     """
@@ -186,8 +222,11 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     n_steps = total_steps(config, hparams)
     bsz, seq = hparams.batch_size, config.seq_len
     weights = init_params if init_params is not None else draw_init_params(config, seed, hparams.init_scale)
+    memory = torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
+    micro_batches, checkpoint = resolve_accumulation(config, bsz, precision, micro_batches, checkpoint, memory)
+    check_micro_batches(bsz, micro_batches)
     model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights,
-                          compute_dtype=compute_dtype(precision, tdtype)).to(dev)
+                          compute_dtype=compute_dtype(precision, tdtype), checkpoint=checkpoint).to(dev)
     optimizer = build_optimizer(model, hparams)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
@@ -198,14 +237,14 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
         loop_start = time.perf_counter()
         for step in range(n_steps):
             batch = torch.as_tensor(next_batch(stream, step, n_steps, (bsz, seq + 1), np.int64)).to(dev)
-            loss, aux = training_loss(model, batch, hparams)
+            loss, counts = accumulate_gradients(model, batch, hparams, micro_batches)
             value = loss.item()
             losses.append(value)
             reason = divergence_reason(value, threshold, step)
             if reason:
                 diverged_step = step
-                break
-            update(model, optimizer, loss, aux, step, n_steps, hparams)
+                break   # before its update, as without accumulation
+            apply_update(model, optimizer, counts, step, n_steps, hparams)
             if progress is not None:
                 progress(step, n_steps, value)
         train_time = time.perf_counter() - loop_start
