@@ -104,16 +104,22 @@ class MixtureData:
     def overall_eval_loss(self, per_domain: Mapping[str, float]) -> float:
         """The eval_mix-weighted mean of per-domain losses (nats per byte). Every domain with a
         nonzero weight must be present; a non-finite loss propagates (a diverged run)."""
-        for key in per_domain:
-            if key not in self.eval_mix:
-                raise ValueError(f"per_domain has unknown domain {key!r}; the corpus has {list(self.eval_mix)}")
-        total = 0.0
-        for domain, weight in self.eval_mix.items():
-            if weight > 0:
-                if domain not in per_domain:
-                    raise ValueError(f"per_domain lacks domain {domain!r} (eval weight {weight:.4g})")
-                total += weight * float(per_domain[domain])
-        return total
+        return weighted_eval_loss(self.eval_mix, per_domain)
+
+
+def weighted_eval_loss(eval_mix: Mapping[str, float], per_domain: Mapping[str, float]) -> float:
+    """The ``eval_mix``-weighted mean of per-domain losses. Every domain with a nonzero weight
+    must be present; a non-finite loss propagates (a diverged run)."""
+    for key in per_domain:
+        if key not in eval_mix:
+            raise ValueError(f"per_domain has unknown domain {key!r}; the corpus has {list(eval_mix)}")
+    total = 0.0
+    for domain, weight in eval_mix.items():
+        if weight > 0:
+            if domain not in per_domain:
+                raise ValueError(f"per_domain lacks domain {domain!r} (eval weight {weight:.4g})")
+            total += weight * float(per_domain[domain])
+    return total
 
 
 def load_data(domains: Sequence[str] = BUILTIN_DOMAINS, train_mix: Mapping[str, float] | None = None,
