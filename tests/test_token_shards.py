@@ -137,3 +137,53 @@ def test_both_frameworks_train_on_the_same_shard_batches_to_the_same_losses(tmp_
     assert lt.size == 6 and np.max(np.abs(lt - lj)) / np.max(np.abs(lt)) <= 1e-5
     assert abs(rt.final_loss - rj.final_loss) <= 1e-5 * rt.final_loss
     assert lt[0] == pytest.approx(np.log(600), rel=0.1)   # a 600-token vocabulary at the start
+
+
+def test_an_experiment_trains_on_shard_domains(tmp_path):
+    """``[data.shards.<domain>]`` in an experiment file: the rungs take the tokenizer's
+    vocabulary, a trial trains on the shards and is evaluated per shard domain; bad tables are
+    named."""
+    pytest.importorskip("torch")
+    from proxy.sweep.experiment import ExperimentError, load_experiment
+    from proxy.sweep.runner import run_trial
+    from tests.sweep_toml import rung
+
+    rng = np.random.default_rng(6)
+    for name, base in (("web", 1), ("code", 300)):
+        for s in range(2):
+            docs = [np.concatenate([rng.integers(base, base + 299, int(rng.integers(30, 90))), [EOD]])
+                    for _ in range(150)]
+            _write(tmp_path / f"{name}_{s}.bin", docs, "uint16")
+    text = f"""[experiment]
+name = "shards"
+backend = "torch"
+storage = "sqlite:///{tmp_path}/trials.db"
+
+{rung(d_model=32, d_expert=32, tokens=4 * 8 * 128)}
+[search.box]
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+
+[data]
+vocab_size = 600
+train_mix = {{ web = 3, code = 1 }}
+
+[data.shards.web]
+paths = "web_*.bin"
+eod_id = 0
+
+[data.shards.code]
+paths = ["code_0.bin", "code_1.bin"]
+"""
+    (tmp_path / "exp.toml").write_text(text)
+    exp = load_experiment(tmp_path / "exp.toml")
+    assert exp.data.domains == ("web", "code") and len(exp.data.shards["web"][0]) == 2
+    assert exp.rungs[0].config.vocab_size == 600
+    attrs, diverged = run_trial(exp, exp.rungs[0], {"lr": 3e-3})
+    assert not diverged and set(attrs["eval_loss_by_domain"]) == {"web", "code"}
+    assert 0 < attrs["final_loss"] < np.log(600) + 0.5
+    for bad, message in ((text.replace("vocab_size = 600\n", ""), "data.vocab_size: is required"),
+                         (text.replace('"web_*.bin"', '"nothing_*.bin"'), "data.shards.web.paths: matches no file"),
+                         (text.replace("eod_id = 0", "eod_id = 700"), "eod_id: must be below data.vocab_size")):
+        (tmp_path / "bad.toml").write_text(bad)
+        with pytest.raises(ExperimentError, match=message):
+            load_experiment(tmp_path / "bad.toml")

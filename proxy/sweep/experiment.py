@@ -368,7 +368,13 @@ def _parse_mix(value: Any, key: str, domains: tuple[str, ...]) -> dict[str, floa
 
 def _parse_data(table: Any, base_dir: Path) -> DataSpec:
     table = _table(table, "data")
-    _check_keys(table, "data", ("domains", "user_domains", "train_mix", "eval_mix"))
+    _check_keys(table, "data", ("domains", "user_domains", "train_mix", "eval_mix", "shards", "vocab_size",
+                                "val_fraction"))
+    if "shards" in table:
+        return _parse_shards(table, base_dir)
+    for key in ("vocab_size", "val_fraction"):
+        if key in table:
+            raise ExperimentError(f"data.{key}", "applies to token shards only (data.shards)")
     user = _table(table.get("user_domains", {}), "data.user_domains")
     user_paths: dict[str, str] = {}
     for name, path in user.items():
@@ -393,6 +399,60 @@ def _parse_data(table: Any, base_dir: Path) -> DataSpec:
         raise ExperimentError("data.domains", "must not repeat a domain", domains)
     domains = tuple(domains)
     return DataSpec(domains=domains, user_domains=user_paths,
+                    train_mix=_parse_mix(table.get("train_mix", {}), "data.train_mix", domains),
+                    eval_mix=_parse_mix(table.get("eval_mix", {}), "data.eval_mix", domains))
+
+
+SHARD_KEYS = ("paths", "dtype", "eod_id")
+
+
+def _parse_shards(table: Mapping[str, Any], base_dir: Path) -> DataSpec:
+    """``[data.shards.<domain>]`` tables: ``paths`` (a glob or a list of globs, relative to the
+    experiment file), ``dtype`` (uint16 | uint32) and ``eod_id``; ``data.vocab_size`` is required
+    and ``data.val_fraction`` (default 0.05) sets the split (``proxy.data.shards``)."""
+    if "user_domains" in table:
+        raise ExperimentError("data.user_domains", "cannot be mixed with data.shards (bytes and token ids)")
+    shards_table = _table(table["shards"], "data.shards")
+    if not shards_table:
+        raise ExperimentError("data.shards", "must name at least one domain")
+    shards: dict[str, tuple[tuple[str, ...], str, int]] = {}
+    for name, spec in shards_table.items():
+        key = f"data.shards.{name}"
+        spec = _table(spec, key)
+        _check_keys(spec, key, SHARD_KEYS)
+        if "paths" not in spec:
+            raise ExperimentError(f"{key}.paths", "is required (a glob or a list of globs)")
+        patterns = spec["paths"] if isinstance(spec["paths"], list) else [spec["paths"]]
+        paths: list[str] = []
+        for pattern in patterns:
+            pattern = _string(pattern, f"{key}.paths")
+            root = Path(pattern) if Path(pattern).is_absolute() else base_dir / pattern
+            found = sorted(str(p.resolve()) for p in root.parent.glob(root.name) if p.is_file())
+            if not found:
+                raise ExperimentError(f"{key}.paths", "matches no file", str(root))
+            paths += found
+        dtype = spec.get("dtype", "uint16")
+        if dtype not in ("uint16", "uint32"):
+            raise ExperimentError(f"{key}.dtype", "must be uint16 or uint32", dtype)
+        eod = _number(spec.get("eod_id", 0), f"{key}.eod_id", integer=True, non_negative=True)
+        shards[name] = (tuple(paths), dtype, int(eod))
+    if "vocab_size" not in table:
+        raise ExperimentError("data.vocab_size", "is required with data.shards (the tokenizer's vocabulary)")
+    vocab = _number(table["vocab_size"], "data.vocab_size", integer=True, positive=True)
+    for name, (_, _, eod) in shards.items():
+        if eod >= vocab:
+            raise ExperimentError(f"data.shards.{name}.eod_id", f"must be below data.vocab_size ({vocab})", eod)
+    val = _number(table.get("val_fraction", 0.05), "data.val_fraction", positive=True)
+    if val >= 1:
+        raise ExperimentError("data.val_fraction", "must be below 1", val)
+    domains = table.get("domains", list(shards))
+    if not isinstance(domains, list) or not domains:
+        raise ExperimentError("data.domains", "must be a non-empty array of domain names", domains)
+    for i, d in enumerate(domains):
+        if d not in shards:
+            raise ExperimentError(f"data.domains[{i}]", "is not a shard domain (data.shards)", d)
+    domains = tuple(domains)
+    return DataSpec(domains=domains, shards=shards, vocab_size=int(vocab), val_fraction=float(val),
                     train_mix=_parse_mix(table.get("train_mix", {}), "data.train_mix", domains),
                     eval_mix=_parse_mix(table.get("eval_mix", {}), "data.eval_mix", domains))
 
@@ -530,6 +590,10 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                 raise ExperimentError("experiment.micro_batches", f"must divide every rung's batch size; "
                                       f"{r.name}'s is {r.batch_size}", micro_batches)
     data = _parse_data(doc.get("data", {}), base_dir)
+    if data.vocab_size:   # token shards: every model reads (and predicts) the tokenizer's ids
+        rungs = tuple(dataclasses.replace(r, config=r.config.replace(vocab_size=data.vocab_size)) for r in rungs)
+        if target is not None:
+            target = dataclasses.replace(target, config=target.config.replace(vocab_size=data.vocab_size))
     search = _parse_search(doc.get("search", {}), data.domains)
     if search.startup_trials > search.trials_per_rung:
         raise ExperimentError("search.startup_trials", f"must be <= trials_per_rung "

@@ -153,6 +153,12 @@ def materialize(rung: RungSpec, params: Mapping[str, Any], fixed: Mapping[str, A
 
 
 def load_mixture(setup: TrialSetup, data: DataSpec) -> Any:
+    if data.shards:
+        from proxy.data.shards import ShardDomain, TokenShardData
+
+        domains = [ShardDomain(d, *data.shards[d]) for d in data.domains]
+        return TokenShardData(domains, data.vocab_size, train_mix=dict(setup.train_mix),
+                              eval_mix=dict(setup.eval_mix), val_fraction=data.val_fraction)
     from proxy.data import load_data  # the corpus module is loaded only when a trial needs it
 
     return load_data(tuple(data.domains), dict(setup.train_mix), dict(setup.eval_mix),

@@ -42,6 +42,11 @@ class DataSpec:
     user_domains: Mapping[str, str] = field(default_factory=dict)
     train_mix: Mapping[str, float] = field(default_factory=dict)   # empty: uniform
     eval_mix: Mapping[str, float] = field(default_factory=dict)    # empty: uniform
+    # Token shards (proxy.data.shards): domain -> (shard paths, dtype, end-of-document id); with
+    # them every domain is a shard domain and the models' vocabulary is ``vocab_size``.
+    shards: Mapping[str, tuple[tuple[str, ...], str, int]] = field(default_factory=dict)
+    vocab_size: int = 0
+    val_fraction: float = 0.05
 
 
 @dataclass(frozen=True)
