@@ -87,9 +87,12 @@ def test_bad_dtype_and_dispatch_raise():
         M.forward(params, buffers, _tokens(config), config, dispatch="loop")
 
 
+@pytest.mark.parametrize("schedule", ["blocked", "ragged"])
 @pytest.mark.parametrize("name", [n if n == "capacity" else pytest.param(n, marks=pytest.mark.slow)
                                   for n in sorted(CONFIGS)])
-def test_fast_path_equals_dense_oracle(name):
+def test_fast_path_equals_dense_oracle(name, schedule):
+    """The padded blocks (the CPU's fast path) and ``jax.lax.ragged_dot`` (the fast path on GPUs
+    and TPUs, dense on the CPU but exact) against the dense oracle, capacity drops included."""
     config = CONFIGS[name]
     params, buffers = M.init(config, seed=7, dtype=jnp.float64)
     buffers = _with_random_bias(buffers, config)
@@ -102,7 +105,7 @@ def test_fast_path_equals_dense_oracle(name):
         return value, (logits, aux)
 
     step = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
-    (_, (lf, af)), gf = step(params, "fast")
+    (_, (lf, af)), gf = step(params, schedule)
     (_, (ld, ad)), gd = step(params, "dense")
     np.testing.assert_allclose(np.asarray(lf), np.asarray(ld), rtol=1e-12, atol=1e-13)
     for key in ("balance_loss", "z_loss", "load_fractions", "dropped_fraction"):
@@ -168,3 +171,13 @@ def test_block_size_bounds_padding():
         assert 8 <= blk <= 128 and blk & (blk - 1) == 0
         rows = (-(-n_slots // blk) + experts) * blk
         assert rows <= n_slots + (experts + 1) * blk
+
+
+def test_the_fast_path_is_ragged_dot_on_accelerators_and_the_blocks_on_the_cpu(monkeypatch):
+    assert M.resolve_dispatch("fast") == "blocked"          # this machine's backend is the CPU
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(M.jax, "default_backend", lambda b=backend: b)
+        assert M.resolve_dispatch("fast") == "ragged"
+    assert M.resolve_dispatch("dense") == "dense"
+    with pytest.raises(ValueError, match="dispatch must be one of"):
+        M.resolve_dispatch("loop")

@@ -39,13 +39,17 @@ which runs in float32 or wider; ``fm`` = ``proxy.parametrization.forward_multipl
 torch ``approximate='tanh'``).
 
 Dispatch. ``"dense"`` is the oracle: every expert on every token, combined with a masked gate
-matrix. ``"fast"`` sorts the N*k token-slots by expert (stable, so choice-major order and so
-capacity admission are kept), pads each expert's run to a multiple of a block size and runs a
-static number of blocks ``G = ceil(N*k / block) + E``, each one expert's ``(block, d)`` slice
-times that expert's weights (a batched matmul over the G blocks with gathered weights). Its cost
-is ``(N*k + E*block) * d * d_expert`` instead of the oracle's ``N*E * d * d_expert``, with static
-shapes for ``jit``. (``jax.lax.ragged_dot`` computes every expert densely on the CPU, and a padded
-``(E, C, d)`` batch with worst-case ``C = N*k`` is dense too, so neither is used.)
+matrix. ``"fast"`` is ``"ragged"`` on a GPU or TPU backend and ``"blocked"`` on the CPU
+(``resolve_dispatch``). ``"ragged"`` sorts the N*k token-slots by expert and runs each projection
+as one grouped GEMM, ``jax.lax.ragged_dot``, with no padding and no copy of the weights.
+``"blocked"`` sorts the slots the same way (stable, so choice-major order and so capacity
+admission are kept), pads each expert's run to a multiple of a block size and runs a static
+number of blocks ``G = ceil(N*k / block) + E``, each one expert's ``(block, d)`` slice times that
+expert's weights (a batched matmul over the G blocks with gathered weights): its cost is
+``(N*k + E*block) * d * d_expert`` instead of the oracle's ``N*E * d * d_expert``, with static
+shapes for ``jit``. On the CPU ``ragged_dot`` computes every expert densely (exact, but the
+oracle's cost), hence the blocks there; on accelerators the gathered weights (a copy of the
+experts per block) are what the ragged path saves.
 
 Importing this module turns on ``jax_enable_x64``: float64 models need it before any array is
 made. Every array here is built with an explicit dtype, so float32 models stay float32.
@@ -70,7 +74,8 @@ from proxy.init import init_buffers, init_params  # noqa: E402
 from proxy.naming import buffer_specs, parameter_specs  # noqa: E402
 from proxy.parametrization import forward_multipliers  # noqa: E402
 
-DISPATCHES = ("fast", "dense")
+DISPATCHES = ("fast", "dense", "ragged", "blocked")
+ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 Params = dict[str, Any]
 
 
@@ -290,6 +295,40 @@ def _experts_sorted(p: Params, h: jax.Array, expert: jax.Array, token: jax.Array
     return out, n_slots - jnp.sum(kept_counts)
 
 
+def _experts_ragged(p: Params, h: jax.Array, expert: jax.Array, token: jax.Array, gate: jax.Array,
+                    cap: int | None, n_experts: int) -> tuple[jax.Array, jax.Array]:
+    """Grouped GEMM: every slot sorted by expert (stable, so capacity admission stays
+    choice-major) and each expert's rows multiplied by its own weights in one
+    ``jax.lax.ragged_dot`` per projection, no padding and no copy of the weights; a slot over
+    capacity keeps its row with gate 0. The right call on GPUs and TPUs; on the CPU, XLA computes
+    every group densely (exact, slow). Returns the output (N, d) and the dropped slots."""
+    n, d = h.shape
+    n_slots = expert.shape[0]
+    order = jnp.argsort(expert, stable=True)
+    e_sorted = expert[order]
+    counts = jnp.zeros((n_experts,), jnp.int32).at[expert].add(1)
+    rank = jnp.arange(n_slots, dtype=jnp.int32) - (jnp.cumsum(counts) - counts)[e_sorted]
+    kept = jnp.ones((n_slots,), bool) if cap is None else rank < cap
+    rows = token[order]
+    x = h[rows]
+    hidden = _gelu(jax.lax.ragged_dot(x, p["w_in"], counts))
+    y = jax.lax.ragged_dot(hidden, p["w_out"], counts)
+    g = jnp.where(kept, gate[order], jnp.zeros((), gate.dtype))
+    out = jnp.zeros((n, d), h.dtype).at[rows].add(y * g[:, None])
+    return out, n_slots - jnp.sum(kept)
+
+
+def resolve_dispatch(dispatch: str) -> str:
+    """The expert schedule ``dispatch`` runs: ``"fast"`` is ``"ragged"`` (``jax.lax.ragged_dot``)
+    on a GPU or TPU backend and ``"blocked"`` (``_experts_sorted``, padded static blocks) on the
+    CPU, where ragged_dot runs densely; the others are themselves."""
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+    if dispatch == "fast":
+        return "ragged" if jax.default_backend() in ACCELERATORS else "blocked"
+    return dispatch
+
+
 def _moe(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig, router_mult: float,
          dispatch: str) -> tuple[jax.Array, dict[str, jax.Array]]:
     b, t, d = h.shape
@@ -297,10 +336,13 @@ def _moe(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig, r
     r = _route(p, bias, flat, config, router_mult)
     expert, token, gate = _choice_major(r["idx"], r["gates"])
     cap = capacity(config, b * t)
-    if dispatch == "dense":
+    schedule = resolve_dispatch(dispatch)
+    if schedule == "dense":
         kept = _keep_mask(expert, config.n_experts, cap)
         out = _experts_dense(p, flat, expert, token, gate, kept, config.n_experts)
         dropped = expert.shape[0] - jnp.sum(kept)
+    elif schedule == "ragged":
+        out, dropped = _experts_ragged(p, flat, expert, token, gate, cap, config.n_experts)
     else:
         out, dropped = _experts_sorted(p, flat, expert, token, gate, cap, config.n_experts)
     for s in range(config.n_shared_experts):
