@@ -102,3 +102,40 @@ def test_step_runner_reports_compile_time_and_refuses_a_loop_dispatch():
     assert step() is None
     with pytest.raises(ValueError, match="dispatch"):   # proxy.diagnostics.bench relies on this refusal
         JB.step_runner(CONFIG, dispatch="loop", batch_size=2)
+
+
+def test_the_guarded_step_skips_a_diverged_update_and_writes_the_state_over_its_input():
+    """The trainer's step (``guarded_step``): with the loss over the threshold it hands back the
+    state it was given; under it, ``compiled_step``'s update; and its compiled form aliases the
+    donated state to its outputs, so the divergence check holds one copy of the state."""
+    import jax
+
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, n_experts=4, top_k=2, d_expert=32,
+                      seq_len=16)
+    hp = TrainHParams(lr=1e-2, batch_size=4)
+    batch = np.random.default_rng(0).integers(0, 256, (4, 17)).astype(np.int32)
+    inputs = TJ.hp_inputs(hp, cfg, 1e-2)
+
+    def fresh():
+        return TJ.init_state(cfg, hp, 0, "float32")
+
+    before = [np.asarray(x) for x in jax.tree_util.tree_leaves(fresh())]
+    kept = TJ.guarded_step(cfg, "fast")(*fresh(), batch, inputs, np.float64(-1.0))   # every loss "diverges"
+    for a, b in zip(jax.tree_util.tree_leaves(kept[:3]), before):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    moved = TJ.guarded_step(cfg, "fast")(*fresh(), batch, inputs, np.float64(np.inf))
+    plain = TJ.compiled_step(cfg, "fast")(*fresh(), batch, inputs)
+    assert float(moved[3]) == float(plain[3])
+    for a, b in zip(jax.tree_util.tree_leaves(moved[:3]), jax.tree_util.tree_leaves(plain[:3])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    state = fresh()
+    state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+    guarded = TJ.guarded_step(cfg, "fast").lower(*state, batch, inputs, np.float64(10.0)).compile().memory_analysis()
+    undonated = TJ.compiled_step(cfg, "fast").lower(*state, batch, inputs).compile().memory_analysis()
+    assert guarded.alias_size_in_bytes >= state_bytes
+
+    def live(m):
+        return m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+
+    assert live(guarded) < live(undonated)   # measured 1.52 MB against 1.72 MB here

@@ -211,6 +211,17 @@ def accumulated_grads(params: Params, buffers: Params, batch: jax.Array, hp: Map
     return loss_sum / micro_batches, {"slot_counts": counts}, grads
 
 
+def _apply(config: ModelConfig, params: Params, buffers: Params, opt_state: Any, grads: Params,
+           counts: jax.Array, hp: Mapping[str, jax.Array]) -> tuple[Params, Params, Any]:
+    """Steps 4-6 of the recipe after the gradients: clip, AdamW, bias update."""
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    grads, _ = clip_by_global_norm(grads, hp["grad_clip"].astype(dtype), hp["clip_eps"].astype(dtype))
+    updates, opt_state = build_optimizer(config, hp, dtype).update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    buffers = update_expert_bias(buffers, counts, hp["bias_update_rate"], config)
+    return params, buffers, opt_state
+
+
 @functools.lru_cache(maxsize=32)
 def compiled_step(config: ModelConfig, dispatch: str, precision: str = "fp32", micro_batches: int = 1,
                   remat: bool = False) -> Callable:
@@ -221,16 +232,35 @@ def compiled_step(config: ModelConfig, dispatch: str, precision: str = "fp32", m
 
     def step(params, buffers, opt_state, batch, hp):
         TRACE_COUNTS["train_step"] += 1
-        dtype = jax.tree_util.tree_leaves(params)[0].dtype
         loss, aux, grads = accumulated_grads(params, buffers, batch, hp, config, dispatch, precision,
                                              micro_batches, remat)
-        grads, _ = clip_by_global_norm(grads, hp["grad_clip"].astype(dtype), hp["clip_eps"].astype(dtype))
-        updates, opt_state = build_optimizer(config, hp, dtype).update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        buffers = update_expert_bias(buffers, aux["slot_counts"], hp["bias_update_rate"], config)
+        params, buffers, opt_state = _apply(config, params, buffers, opt_state, grads, aux["slot_counts"], hp)
         return params, buffers, opt_state, loss, aux
 
     return jax.jit(step)
+
+
+@functools.lru_cache(maxsize=32)
+def guarded_step(config: ModelConfig, dispatch: str, precision: str = "fp32", micro_batches: int = 1,
+                 remat: bool = False) -> Callable:
+    """The trainer's step: ``compiled_step``'s, plus a divergence ``threshold`` input, with the
+    state buffers donated. A step whose training loss is non-finite or above the threshold
+    returns the state it was given (its update skipped by ``lax.cond``, as torch stops before
+    its update), so the caller never holds two copies of the weights and optimiser state, and
+    donation lets XLA write the new state over the old (``tests/test_train_jax.py`` reads the
+    aliasing from the compiled step)."""
+
+    def step(params, buffers, opt_state, batch, hp, threshold):
+        TRACE_COUNTS["train_step"] += 1
+        loss, aux, grads = accumulated_grads(params, buffers, batch, hp, config, dispatch, precision,
+                                             micro_batches, remat)
+        ok = jnp.isfinite(loss) & (loss <= threshold)
+        params, buffers, opt_state = jax.lax.cond(
+            ok, lambda s: _apply(config, *s, grads, aux["slot_counts"], hp), lambda s: s,
+            (params, buffers, opt_state))
+        return params, buffers, opt_state, loss, aux
+
+    return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
 @functools.lru_cache(maxsize=32)
@@ -320,7 +350,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     micro_batches, checkpoint = resolve_accumulation(config, hparams.batch_size, precision, micro_batches,
                                                      checkpoint, memory)
     check_micro_batches(hparams.batch_size, micro_batches)
-    step_fn = compiled_step(config, dispatch, precision, micro_batches, checkpoint)
+    step_fn = guarded_step(config, dispatch, precision, micro_batches, checkpoint)
     with placed(dev, precision):
         return _train(config, hparams, data, seed, progress, dispatch, dtype, init_params, batches,
                       precision, start, step_fn)
@@ -335,20 +365,22 @@ def _train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, pro
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
+    limit = np.asarray(threshold, dtype=np.float64)
     losses: list[float] = []
     diverged_step, reason = None, ""
 
     for step in range(n_steps):
         batch = next_batch(stream, step, n_steps, (bsz, seq + 1), np.int32)
         hp = hp_inputs(hparams, config, lr_at(step, n_steps, hparams))
-        new_params, new_buffers, new_opt, loss, _ = step_fn(params, buffers, opt_state, batch, hp)
+        # A diverged step hands back the state it was given (guarded_step), so the old buffers,
+        # donated to it, are never needed again.
+        params, buffers, opt_state, loss, _ = step_fn(params, buffers, opt_state, batch, hp, limit)
         value = float(loss)
         losses.append(value)
         reason = divergence_reason(value, threshold, step)
         if reason:
             diverged_step = step
             break  # the step's update is discarded, as torch stops before its update
-        params, buffers, opt_state = new_params, new_buffers, new_opt
         if progress is not None:
             progress(step, n_steps, value)
     train_time = time.perf_counter() - start
