@@ -239,3 +239,26 @@ def test_moe_layer_runner_runs_a_forward_and_backward(monkeypatch):
     with pytest.raises(ValueError, match="no MoE layer"):
         TB.moe_layer_runner(TINY.replace(n_dense_layers=TINY.n_layers, d_dense_ff=8), dispatch="loop",
                            batch_size=2)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch.compile's own imports (torch.jit)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")   # dynamo's tracing
+def test_the_compiled_loss_trains_as_eager_does_to_float32_rounding():
+    """``train(compile=True)``: 20 steps whose losses follow eager's within float32 rounding
+    (the compiled graphs fuse and reorder float32 arithmetic: held to 1e-4 relative)."""
+    from proxy.backends.torch import trainer as TT
+    from proxy.config import ModelConfig
+    from proxy.hparams import TrainHParams
+    from proxy.init import init_params
+
+    config = ModelConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, n_experts=4, top_k=2, d_expert=32,
+                         seq_len=32)
+    hp = TrainHParams(lr=1e-2, batch_size=4, tokens=20 * 4 * 32, log_points=64)
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (4, 33)) for _ in range(20)]
+    kwargs = dict(init_params=init_params(config, 2), batches=batches, device="cpu")
+    eager = np.array([v for _, v in TT.train(config, hp, None, 0, **kwargs).loss_curve])
+    compiled = np.array([v for _, v in TT.train(config, hp, None, 0, compile=True, **kwargs).loss_curve])
+    assert len(eager) == len(compiled) == 20
+    assert np.max(np.abs(compiled - eager)) / np.max(np.abs(eager)) <= 1e-4

@@ -11,7 +11,7 @@ import torch
 
 from proxy.backends.common import BENCH_HORIZON, bench_batches, check_bench_args, warmed_up
 from proxy.backends.torch.model import TorchMoEModel
-from proxy.backends.torch.trainer import build_optimizer, torch_dtype, training_loss, update
+from proxy.backends.torch.trainer import build_optimizer, compiled_loss, torch_dtype, training_loss, update
 from proxy.config import ModelConfig
 from proxy.hparams import TrainHParams
 
@@ -69,12 +69,7 @@ def step_runner(config: ModelConfig, *, dispatch: str, batch_size: int, warmup: 
     model = TorchMoEModel(config, dispatch="fast" if compiled else dispatch, dtype=torch_dtype(dtype),
                           init_seed=seed)
     optimizer = build_optimizer(model, hparams)
-    forward = training_loss
-    if compiled:
-        for block in model.blocks:
-            if getattr(block, "moe", None) is not None:
-                block.moe.forward = torch.compiler.disable(block.moe.forward)
-        forward = torch.compile(training_loss, dynamic=False)
+    forward = compiled_loss(model) if compiled else training_loss
 
     def step_at(i: int) -> None:
         loss, aux = forward(model, data[i % len(data)], hparams)

@@ -308,18 +308,23 @@ def dispatch_loop(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates
 
 
 def dispatch_fast(h: Tensor, w_in: Tensor, w_out: Tensor, experts: Tensor, gates: Tensor,
-                    keep: Tensor, schedule: str) -> Tensor:
+                    keep: Tensor, schedule: str, dropless: bool = False) -> Tensor:
     """The fast path: token-slots sorted by expert into contiguous blocks, computed per
     ``schedule``, scattered back.
 
     ``schedule``: "grouped" (one grouped GEMM over the jagged blocks) or "sorted" (one product
-    per block, for dtypes and shapes grouped GEMM does not serve).
+    per block, for dtypes and shapes grouped GEMM does not serve; its block sizes are read on
+    the host). ``dropless`` (no capacity factor: every slot kept) skips the kept-slot search,
+    so the grouped schedule never waits on the device.
     """
     if schedule not in FAST_SCHEDULES:
         raise ValueError(f"unknown fast-path schedule {schedule!r}; one of {FAST_SCHEDULES}")
     n, k = experts.shape
     n_experts = w_in.shape[0]
-    kept = keep.reshape(-1).nonzero().squeeze(1)                 # kept slots, token-major
+    if dropless:   # every slot kept: no nonzero(), whose output size would sync with the host
+        kept = torch.arange(n * k, device=experts.device)
+    else:
+        kept = keep.reshape(-1).nonzero().squeeze(1)             # kept slots, token-major
     slot_expert = experts.reshape(-1)[kept]
     order = torch.argsort(slot_expert, stable=True)
     slot = kept[order]
@@ -429,7 +434,7 @@ class MoE(nn.Module):
             cfg = self.config
             grouped = grouped_mm_available(h.dtype, cfg.d_model, cfg.d_expert, h.device.type)
             out = dispatch_fast(h, self.w_in, self.w_out, r.experts, r.gates, r.keep,
-                                "grouped" if grouped else "sorted")
+                                "grouped" if grouped else "sorted", cfg.capacity_factor is None)
         for s in range(self.config.n_shared_experts):
             out = out + _expert(h, self.shared_w_in[s], self.shared_w_out[s])
         return out.reshape(shape), r

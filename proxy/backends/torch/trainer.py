@@ -138,8 +138,19 @@ def apply_update(model: TorchMoEModel, optimizer: torch.optim.Optimizer, slot_co
     model.update_expert_bias(slot_counts, model.config.bias_update_rate)
 
 
+def compiled_loss(model: TorchMoEModel) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
+    """``training_loss`` under ``torch.compile`` (inductor), the model's MoE layers left eager:
+    inductor's CPU backend cannot lower ``torch._grouped_mm`` (nor the data-dependent token
+    permutation without graph breaks), so each MoE layer runs eagerly between compiled attention,
+    norm, embedding and loss graphs. Measured on the CPU ladder: 1.07-1.11x eager's step, about
+    break-even per trial once the compile is paid (docs/benchmarks.md)."""
+    for moe in model.moe_blocks():
+        moe.forward = torch.compiler.disable(moe.forward)
+    return torch.compile(training_loss, dynamic=False)
+
+
 def accumulate_gradients(model: TorchMoEModel, batch: Tensor, hparams: TrainHParams,
-                         micro_batches: int) -> tuple[Tensor, Tensor]:
+                         micro_batches: int, loss_fn: Callable = training_loss) -> tuple[Tensor, Tensor]:
     """Forward and backward of a batch as ``micro_batches`` equal micro-batches, the gradients
     summed into ``.grad`` (zeroed first); returns (the batch's training loss, its slot counts).
 
@@ -152,12 +163,12 @@ def accumulate_gradients(model: TorchMoEModel, batch: Tensor, hparams: TrainHPar
     micro-batch."""
     model.zero_grad(set_to_none=True)
     if micro_batches == 1:
-        loss, aux = training_loss(model, batch, hparams)
+        loss, aux = loss_fn(model, batch, hparams)
         loss.backward()
         return loss.detach(), aux["slot_counts"]
     total, counts = None, None
     for chunk in batch.chunk(micro_batches):
-        loss, aux = training_loss(model, chunk, hparams)
+        loss, aux = loss_fn(model, chunk, hparams)
         (loss / micro_batches).backward()
         total = loss.detach() if total is None else total + loss.detach()
         counts = aux["slot_counts"] if counts is None else counts + aux["slot_counts"]
@@ -196,7 +207,8 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
           progress: Progress | None = None, dispatch: str = "fast", dtype: str = "float32",
           init_params: Mapping[str, np.ndarray] | None = None,
           batches: Iterable[np.ndarray] | None = None, device: str = "auto",
-          precision: str = "fp32", micro_batches: int | str = 1, checkpoint: bool | str = False) -> TrainResult:
+          precision: str = "fp32", micro_batches: int | str = 1, checkpoint: bool | str = False,
+          compile: bool = False) -> TrainResult:
     """Train one proxy and evaluate it; see the module docstring for the recipe.
 
     ``data`` is a ``proxy.data.MixtureData`` (it may be None when ``batches`` is given; then
@@ -208,7 +220,9 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     splits each batch for gradient accumulation (``accumulate_gradients``; it must divide the
     batch size) and ``checkpoint`` recomputes each block's activations in the backward instead of
     keeping them (``TorchMoEModel(checkpoint=True)``); ``"auto"`` plans either from the GPU's
-    memory (``proxy.backends.memory``), and is no accumulation and no checkpointing on the CPU. A divergence never raises: it is reported.
+    memory (``proxy.backends.memory``), and is no accumulation and no checkpointing on the CPU.
+    ``compile`` runs the loss under ``torch.compile`` (``compiled_loss``). A divergence never
+    raises: it is reported.
     ``wall_time_s`` covers the whole call (set-up, training, evaluation); ``tokens_per_s`` is the
     training tokens over the time of the training loop alone.
     """
@@ -228,6 +242,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
     model = TorchMoEModel(config, dispatch=dispatch, dtype=tdtype, params=weights,
                           compute_dtype=compute_dtype(precision, tdtype), checkpoint=checkpoint).to(dev)
     optimizer = build_optimizer(model, hparams)
+    loss_fn = compiled_loss(model) if compile else training_loss
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
     losses: list[float] = []
@@ -237,7 +252,7 @@ def train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, *,
         loop_start = time.perf_counter()
         for step in range(n_steps):
             batch = torch.as_tensor(next_batch(stream, step, n_steps, (bsz, seq + 1), np.int64)).to(dev)
-            loss, counts = accumulate_gradients(model, batch, hparams, micro_batches)
+            loss, counts = accumulate_gradients(model, batch, hparams, micro_batches, loss_fn)
             value = loss.item()
             losses.append(value)
             reason = divergence_reason(value, threshold, step)
