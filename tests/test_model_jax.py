@@ -181,3 +181,31 @@ def test_the_fast_path_is_ragged_dot_on_accelerators_and_the_blocks_on_the_cpu(m
     assert M.resolve_dispatch("dense") == "dense"
     with pytest.raises(ValueError, match="dispatch must be one of"):
         M.resolve_dispatch("loop")
+
+
+def test_a_float32_step_runs_without_x64_and_holds_no_64_bit_value():
+    """In a fresh process (this suite turns x64 on for its float64 tests), a float32 JAX
+    training step leaves ``jax_enable_x64`` off and its compiled HLO has no 64-bit type: the
+    step a TPU can run natively. A float64 model then turns x64 on for itself."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, jax
+from proxy.backends.jax import trainer as TJ
+from proxy.config import ModelConfig
+from proxy.hparams import TrainHParams
+cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, n_experts=4, top_k=2, d_expert=32,
+                  seq_len=16, capacity_factor=1.0, bias_balancing=True)
+hp = TrainHParams(lr=1e-2, batch_size=4, tokens=2 * 4 * 16)
+batches = [np.random.default_rng(i).integers(0, 256, (4, 17)) for i in range(2)]
+r = TJ.train(cfg, hp, None, 0, batches=batches, device="cpu")
+state = TJ.init_state(cfg, hp, 0, "float32")
+hlo = TJ.guarded_step(cfg, "fast").lower(*state, batches[0].astype(np.int32), TJ.hp_inputs(hp, cfg, 1e-2),
+                                         np.float32(10)).as_text()
+print(jax.config.jax_enable_x64, any(t in hlo for t in ("f64", "s64", "u64")), r.steps)
+TJ.train(cfg, hp, None, 0, batches=batches, device="cpu", dtype="float64")
+print(jax.config.jax_enable_x64)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "2", "True"], out.stdout + out.stderr

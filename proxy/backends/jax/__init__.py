@@ -1,7 +1,7 @@
 """The ``jax`` backend: the MoE proxy in JAX, numerically the torch one. Only this folder imports
 jax, jaxlib and optax.
 
-- ``model``: the model, one file top to bottom (it enables x64 when imported);
+- ``model``: the model, one file top to bottom (x64 only for a float64 model);
 - ``trainer``: the trainer (``train``), its jitted step, optax optimiser and evaluation;
 - ``bench``: the step runner ``proxy.diagnostics.bench`` times, and the matmul peak;
 - ``coordcheck``: the coordinate check's activation recorder (the forward's ``collect``);

@@ -13,22 +13,24 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from proxy.backends.jax.model import flatten_named, tree_from_flat
+from proxy.backends.jax.model import enable_x64, flatten_named, tree_from_flat
 
-import jax.numpy as jnp  # noqa: E402  (after the model module, which enables x64)
+import jax.numpy as jnp
 
 
 def torch_to_jax(state: Mapping[str, Any]) -> dict[str, Any]:
     """{canonical name: tensor or array} (e.g. ``dict(model.named_parameters())``) -> JAX params pytree.
 
-    Values are copied exactly, in their own dtype (float64 stays float64: the model module
-    enables x64).
+    Values are copied exactly, in their own dtype (float64 stays float64: a float64 array
+    turns x64 on, ``proxy.backends.jax.model.enable_x64``).
     """
     flat = {}
     for name, tensor in state.items():
         if not isinstance(name, str):
             raise TypeError(f"torch_to_jax: names must be strings, got {name!r}")
         array = tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+        if array.dtype == np.float64:
+            enable_x64()
         flat[name] = jnp.asarray(array, dtype=array.dtype)
     return tree_from_flat(flat)
 

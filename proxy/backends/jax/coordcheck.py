@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from proxy.backends.jax import model as model_jax  # noqa: F401  (enables x64 before any array exists)
+from proxy.backends.jax import model as model_jax  # noqa: F401
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -51,8 +51,8 @@ shapes for ``jit``. On the CPU ``ragged_dot`` computes every expert densely (exa
 oracle's cost), hence the blocks there; on accelerators the gathered weights (a copy of the
 experts per block) are what the ragged path saves.
 
-Importing this module turns on ``jax_enable_x64``: float64 models need it before any array is
-made. Every array here is built with an explicit dtype, so float32 models stay float32.
+x64 is on only where a float64 model is asked for (``enable_x64``): float32 and bf16 models run
+in JAX's 32-bit default, indices are int32, and every array is built with an explicit dtype.
 """
 
 from __future__ import annotations
@@ -63,16 +63,22 @@ from typing import Any, Mapping
 
 import jax
 
-# x64 must be on before any array exists, or float64 requests are silently truncated to float32.
-jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from proxy.config import ModelConfig
+from proxy.init import init_buffers, init_params
+from proxy.naming import buffer_specs, parameter_specs
+from proxy.parametrization import forward_multipliers
 
-from proxy.config import ModelConfig  # noqa: E402
-from proxy.init import init_buffers, init_params  # noqa: E402
-from proxy.naming import buffer_specs, parameter_specs  # noqa: E402
-from proxy.parametrization import forward_multipliers  # noqa: E402
+
+def enable_x64() -> None:
+    """Turn on ``jax_enable_x64``, which a float64 model needs (without it float64 requests
+    are silently float32). Only a float64 request calls it (``init``, the trainer's dtype
+    check): float32 and bf16 models run with JAX's default 32-bit types, so their steps hold no
+    64-bit value (TPUs have no native 64-bit arithmetic); every index here is int32."""
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
 
 DISPATCHES = ("fast", "dense", "ragged", "blocked")
 ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
@@ -129,6 +135,8 @@ def _check_dtype(dtype: Any) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    if dt == np.float64:
+        enable_x64()
     return dt
 
 
@@ -229,7 +237,7 @@ def _route(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig,
     if config.renormalize:
         gates = gates / jnp.sum(gates, axis=-1, keepdims=True)
     n, e = probs.shape
-    counts = jnp.zeros((e,), jnp.int64).at[idx.reshape(-1)].add(1)    # slots per expert, pre-drop
+    counts = jnp.zeros((e,), jnp.int32).at[idx.reshape(-1)].add(1)    # slots per expert, pre-drop
     frac = counts.astype(rdt) / (n * config.top_k)
     balance = e * jnp.sum(frac * jnp.mean(probs, axis=0))             # f carries no gradient
     z_loss = jnp.mean(jax.nn.logsumexp(z, axis=-1) ** 2)
@@ -240,7 +248,7 @@ def _route(p: Params, bias: jax.Array | None, h: jax.Array, config: ModelConfig,
 def _choice_major(idx: jax.Array, gates: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Flatten (N, k) choices choice-major: slot j*N + n is token n's (j+1)-th choice."""
     n, k = idx.shape
-    return idx.T.reshape(-1), jnp.tile(jnp.arange(n, dtype=jnp.int64), k), gates.T.reshape(-1)
+    return idx.T.reshape(-1), jnp.tile(jnp.arange(n, dtype=jnp.int32), k), gates.T.reshape(-1)
 
 
 def _keep_mask(expert: jax.Array, n_experts: int, cap: int | None) -> jax.Array:
@@ -248,7 +256,7 @@ def _keep_mask(expert: jax.Array, n_experts: int, cap: int | None) -> jax.Array:
     chose the same expert."""
     if cap is None:
         return jnp.ones(expert.shape, bool)
-    onehot = jax.nn.one_hot(expert, n_experts, dtype=jnp.int64)
+    onehot = jax.nn.one_hot(expert, n_experts, dtype=jnp.int32)
     position = jnp.take_along_axis(jnp.cumsum(onehot, axis=0) - onehot, expert[:, None], axis=1)[:, 0]
     return position < cap
 
@@ -276,17 +284,17 @@ def _experts_sorted(p: Params, h: jax.Array, expert: jax.Array, token: jax.Array
     rows = n_blocks * blk
     order = jnp.argsort(expert, stable=True)           # stable: choice-major order within an expert
     e_sorted = expert[order]
-    counts = jnp.zeros((n_experts,), jnp.int64).at[expert].add(1)
-    rank = jnp.arange(n_slots, dtype=jnp.int64) - (jnp.cumsum(counts) - counts)[e_sorted]
+    counts = jnp.zeros((n_experts,), jnp.int32).at[expert].add(1)
+    rank = jnp.arange(n_slots, dtype=jnp.int32) - (jnp.cumsum(counts) - counts)[e_sorted]
     kept_counts = counts if cap is None else jnp.minimum(counts, cap)
     kept = jnp.ones((n_slots,), bool) if cap is None else rank < cap
     padded = -(-kept_counts // blk) * blk
     padded_end = jnp.cumsum(padded)
     dest = jnp.where(kept, (padded_end - padded)[e_sorted] + rank, rows)  # rows = out of range: dropped
-    row_token = jnp.full((rows,), n, jnp.int64).at[dest].set(token[order], mode="drop")
+    row_token = jnp.full((rows,), n, jnp.int32).at[dest].set(token[order], mode="drop")
     row_gate = jnp.zeros((rows,), h.dtype).at[dest].set(gate[order], mode="drop")
     block_expert = jnp.minimum(
-        jnp.searchsorted(padded_end, jnp.arange(n_blocks, dtype=jnp.int64) * blk, side="right"),
+        jnp.searchsorted(padded_end, jnp.arange(n_blocks, dtype=jnp.int32) * blk, side="right"),
         n_experts - 1)                                  # trailing unused blocks: zero rows, gate 0
     x = jnp.concatenate([h, jnp.zeros((1, d), h.dtype)])[row_token].reshape(n_blocks, blk, d)
     hidden = _gelu(jnp.einsum("gbd,gdh->gbh", x, p["w_in"][block_expert]))
@@ -430,9 +438,9 @@ def forward(params: Params, buffers: Params, tokens: jax.Array, config: ModelCon
         n = tokens.shape[0] * tokens.shape[1]
         aux = {"balance_loss": jnp.ones((), rdt), "z_loss": jnp.zeros((), rdt),
                "load_fractions": jnp.zeros((0, config.n_experts), rdt),
-               "slot_counts": jnp.zeros((0, config.n_experts), jnp.int64),
+               "slot_counts": jnp.zeros((0, config.n_experts), jnp.int32),
                "dropped_fraction": jnp.zeros((), rdt),
-               "expert_choices": jnp.zeros((0, n, config.top_k), jnp.int64)}
+               "expert_choices": jnp.zeros((0, n, config.top_k), jnp.int32)}
     return logits, aux
 
 

@@ -29,8 +29,8 @@ not depend on their values), so a new learning rate or coefficient never recompi
 ``TRACE_COUNTS`` counts traces. The persistent compilation cache is on (``cache_dir()``), so a
 fresh process reuses compiled steps.
 
-Importing this module (through ``proxy.backends.jax.model``) enables ``jax_enable_x64``, which float64
-models need before any array is made; float32 models build every array with an explicit dtype.
+x64 is enabled only for a float64 model (``proxy.backends.jax.model.enable_x64``); float32 and bf16
+steps hold no 64-bit value (their hyperparameter inputs are float32 there), so they run on TPUs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from proxy.backends.jax import model as model_jax  # noqa: F401  (enables x64 before any array exists)
+from proxy.backends.jax import model as model_jax
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -101,15 +101,19 @@ def jax_dtype(dtype: Any) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dt == np.float64:
+        model_jax.enable_x64()
     return dt
 
 
 
 
 def hp_inputs(hparams: TrainHParams, config: ModelConfig, lr: float) -> dict[str, np.ndarray]:
-    """The compiled step's hyperparameter inputs, lr being the scheduled one for this step."""
+    """The compiled step's hyperparameter inputs, lr being the scheduled one for this step:
+    float64 scalars where x64 is on (a float64 model), float32 otherwise."""
     values = dict(hparams.to_dict(), lr=lr, bias_update_rate=config.bias_update_rate)
-    return {k: np.asarray(values[k], dtype=np.float64) for k in HP_FIELDS}
+    wide = np.float64 if jax.config.jax_enable_x64 else np.float32
+    return {k: np.asarray(values[k], dtype=wide) for k in HP_FIELDS}
 
 
 # The pieces of one step ---------------------------------------------------------------------
@@ -204,7 +208,7 @@ def accumulated_grads(params: Params, buffers: Params, batch: jax.Array, hp: Map
     n_moe = len(config.moe_layers)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     start = (jnp.zeros((), jnp.promote_types(dtype, jnp.float32)),
-             jnp.zeros((n_moe, config.n_experts), jnp.int64),
+             jnp.zeros((n_moe, config.n_experts), jnp.int32),
              jax.tree_util.tree_map(jnp.zeros_like, params))
     (loss_sum, counts, grad_sum), _ = jax.lax.scan(body, start, chunks)
     grads = jax.tree_util.tree_map(lambda g: g / micro_batches, grad_sum)
@@ -365,7 +369,7 @@ def _train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, pro
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
-    limit = np.asarray(threshold, dtype=np.float64)
+    limit = np.asarray(threshold, dtype=np.float64 if jax.config.jax_enable_x64 else np.float32)
     losses: list[float] = []
     diverged_step, reason = None, ""
 
