@@ -175,7 +175,9 @@ def test_builtin_demo_experiment_equals_the_example_and_is_sized_for_the_demo():
     assert builtin.read_bytes() == (REPO / "examples" / "demo.toml").read_bytes()
     exp = load_experiment(builtin, check_storage=False)
     assert exp.backend == "torch" and len(exp.data.domains) >= 2
-    assert len(exp.rungs) >= 5 and 5 <= exp.search.trials_per_rung <= 12
+    # every rung must be able to count toward the review's interior optima, and the per-rung
+    # quadratic in lr needs 3 coefficients and 3 more points
+    assert len(exp.rungs) >= exp.review["min_interior_rungs"] and 6 <= exp.search.trials_per_rung <= 12
     assert exp.search.replicates >= 1   # the scaling_regime check needs the seed noise
     largest = max(param_counts(r.config).active for r in exp.rungs)
     assert param_counts(exp.target.config).active >= 4 * largest

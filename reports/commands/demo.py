@@ -1,9 +1,9 @@
 """``ladder demo`` (what ``make demo`` runs): the whole toolkit on a laptop's CPU.
 
 It runs ``ladder run`` on the built-in experiment ``reports/demo.toml`` (a copy of
-``examples/demo.toml``): four small rungs of the cpu ladder (w16, w24, w32, w48) trained at the ladder's budget
+``examples/demo.toml``): four small rungs of the cpu ladder (w16, w24, w32, w64) trained at the ladder's budget
 with PyTorch on the built-in multi-domain data, the learning rate searched by the ladder-aware
-search, the SQLite store under ``./runs/demo/``, a target ~86x the largest rung. A progress bar counts trials; at
+search, the SQLite store under ``./runs/demo/``, a target ~52x the largest rung. A progress bar counts trials; at
 the end it prints the verdict, the plan and the path of the PDF report.
 
 Run again, it resumes: finished trials are never redone, and when the store holds no trial the
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="run the whole pipeline on the built-in demo experiment (CPU, built-in data)",
         description="Sweep four small MoE rungs on the CPU with the ladder-aware search, fit the trends, plan a "
-                    "target ~86x larger, review it and write the PDF report to runs/demo/report.pdf. About "
+                    "target ~52x larger, review it and write the PDF report to runs/demo/report.pdf. About "
                     "10 minutes on two cores; run it again to resume.")
     p.add_argument("--storage", default=None, help=f"store URL (default: {DEMO_STORAGE} in the working folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
