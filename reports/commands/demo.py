@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole pipeline on the built-in demo experiment (CPU, built-in data)",
         description="Sweep four small MoE rungs on the CPU with the ladder-aware search, fit the trends, plan a "
                     "target ~52x larger, review it and write the PDF report to runs/demo/report.pdf. About "
-                    "10 minutes on two cores; run it again to resume.")
+                    "12 minutes on two cores; run it again to resume.")
     p.add_argument("--storage", default=None, help=f"store URL (default: {DEMO_STORAGE} in the working folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sampler-seed", type=int, default=None,
