@@ -108,12 +108,17 @@ def jax_dtype(dtype: Any) -> np.dtype:
 
 
 
+def scalar_input(value: float) -> np.ndarray:
+    """A float input of the compiled step: float64 where x64 is on (a float64 model), float32
+    otherwise (no 64-bit value in a 32-bit step)."""
+    return np.asarray(value, dtype=np.float64 if jax.config.jax_enable_x64 else np.float32)
+
+
 def hp_inputs(hparams: TrainHParams, config: ModelConfig, lr: float) -> dict[str, np.ndarray]:
-    """The compiled step's hyperparameter inputs, lr being the scheduled one for this step:
-    float64 scalars where x64 is on (a float64 model), float32 otherwise."""
+    """The compiled step's hyperparameter inputs (``scalar_input``), lr being the scheduled one
+    for this step."""
     values = dict(hparams.to_dict(), lr=lr, bias_update_rate=config.bias_update_rate)
-    wide = np.float64 if jax.config.jax_enable_x64 else np.float32
-    return {k: np.asarray(values[k], dtype=wide) for k in HP_FIELDS}
+    return {k: scalar_input(values[k]) for k in HP_FIELDS}
 
 
 # The pieces of one step ---------------------------------------------------------------------
@@ -369,7 +374,7 @@ def _train(config: ModelConfig, hparams: TrainHParams, data: Any, seed: int, pro
     params, buffers, opt_state = init_state(config, hparams, seed, dtype, weights)
     stream = batch_stream(data, batches, seed, bsz, seq)
     threshold = divergence_threshold(hparams, config.vocab_size)
-    limit = np.asarray(threshold, dtype=np.float64 if jax.config.jax_enable_x64 else np.float32)
+    limit = scalar_input(threshold)
     losses: list[float] = []
     diverged_step, reason = None, ""
 

@@ -162,11 +162,7 @@ def accumulate_gradients(model: TorchMoEModel, batch: Tensor, hparams: TrainHPar
     batch's by the micro-batches' spread of f; a capacity factor, likewise, admits slots per
     micro-batch."""
     model.zero_grad(set_to_none=True)
-    if micro_batches == 1:
-        loss, aux = loss_fn(model, batch, hparams)
-        loss.backward()
-        return loss.detach(), aux["slot_counts"]
-    total, counts = None, None
+    total, counts = None, None   # k = 1 is the plain step: one chunk, a loss divided by 1 (exact)
     for chunk in batch.chunk(micro_batches):
         loss, aux = loss_fn(model, chunk, hparams)
         (loss / micro_batches).backward()
