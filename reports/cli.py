@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        for child in multiprocessing.active_children():   # workers ignore Ctrl-C: stop them here
+            child.terminate()
+        print(f"ladder {args.command}: interrupted; a trial cut short is retried by the next sweep",
+              file=sys.stderr)
         return 130
     except Terminated:
         print(f"ladder {args.command}: terminated; worker processes stopped", file=sys.stderr)
@@ -87,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         # Bad input: one clear line naming what is wrong, non-zero exit, no traceback.
         print(f"ladder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from proxy.sweep.store import store_error
+
+        message = store_error(exc)   # a damaged or vanished store: one line too
+        if message is None:
+            raise
+        print(f"ladder {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if in_main_thread:

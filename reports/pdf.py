@@ -266,7 +266,7 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
         if storage is None and (run_dir / "trials.db").is_file():
             # A SQLite store beside the artifacts is the one they were made from (it may have
             # been named with --storage rather than in the experiment file).
-            storage = open_storage(f"sqlite:///{(run_dir / 'trials.db').resolve()}")
+            storage = open_storage(f"sqlite:///{(run_dir / 'trials.db').resolve()}", read_only=True)
     if experiment.name != plan.experiment:
         raise ValueError(f"plan.json in {run_dir} is for experiment {plan.experiment!r}, not {experiment.name!r}")
     fits_doc = _read_json(run_dir / "fits.json", "fit")
@@ -274,7 +274,7 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
     # the surfaces; both are cheap and seeded as in transfer.extrapolate.fit_all, so they equal
     # what the plan used). The loss law is read back from fits.json: refitting it would redo
     # its bootstrap, the one slow fit, for a band the plan's target interval already states.
-    storage = storage or open_storage(experiment.storage)
+    storage = storage or open_storage(experiment.storage, read_only=True)
     obs = load_observations(experiment, storage)
     if not obs:
         raise ValueError(f"the store {experiment.storage} has no finished trial of experiment {experiment.name!r}")

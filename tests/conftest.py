@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,30 @@ def pytest_configure(config: pytest.Config) -> None:
     except ImportError:
         return
     jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database on the server of PROXY_TRANSFER_PG_URL, dropped afterwards."""
+    base = os.environ.get("PROXY_TRANSFER_PG_URL")
+    if not base:
+        if os.environ.get("PROXY_TRANSFER_REQUIRE_PG") == "1":
+            pytest.fail("PROXY_TRANSFER_REQUIRE_PG=1 but PROXY_TRANSFER_PG_URL is not set")
+        pytest.skip("no PostgreSQL server: set PROXY_TRANSFER_PG_URL (CI's .ci/run starts one)")
+    import psycopg2
+
+    from proxy.sweep.store import close_all, resolve_url
+
+    name = "sweep_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(resolve_url(base, ".").replace("postgresql+psycopg2://", "postgresql://"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        root = base.rsplit("/", 1)[0]
+        yield f"{root}/{name}"
+        close_all()
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        admin.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -10,35 +9,10 @@ import pytest
 
 from proxy.sweep.experiment import ExperimentError, load_experiment
 from proxy.sweep.runner import observations, run_sweep
-from proxy.sweep.store import check_reachable, close_all, resolve_url
+from proxy.sweep.store import check_reachable
 from sweep_toml import rung
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database on the server of PROXY_TRANSFER_PG_URL, dropped afterwards."""
-    base = os.environ.get("PROXY_TRANSFER_PG_URL")
-    if not base:
-        if os.environ.get("PROXY_TRANSFER_REQUIRE_PG") == "1":
-            pytest.fail("PROXY_TRANSFER_REQUIRE_PG=1 but PROXY_TRANSFER_PG_URL is not set")
-        pytest.skip("no PostgreSQL server: set PROXY_TRANSFER_PG_URL (CI's .ci/run starts one)")
-    import psycopg2
-
-    name = "sweep_" + uuid.uuid4().hex[:12]
-    admin = psycopg2.connect(resolve_url(base, ".").replace("postgresql+psycopg2://", "postgresql://"))
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'create database "{name}"')
-        root = base.rsplit("/", 1)[0]
-        yield f"{root}/{name}"
-        close_all()
-        with admin.cursor() as cur:
-            cur.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        admin.close()
 
 
 TEXT = """

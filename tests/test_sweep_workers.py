@@ -76,7 +76,7 @@ threads = 1
 sampler = "tpe"
 trials_per_rung = 6
 startup_trials = 3
-replicates = 1
+replicates = 2
 [search.box]
 lr = {{ low = 1e-4, high = 1e-2, log = true }}
 
@@ -121,7 +121,7 @@ def _ladder_trials(exp):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ladder_pool_runs_every_trial_once(tmp_path, workers):
     """run_ladder with a pool of two processes (and serially): each rung has exactly its trials
-    plus one replicate, no duplicate and no lost trial, and two processes trained them."""
+    plus two replicates (one a seed), no duplicate and no lost trial, and two processes trained them."""
     from transfer.ladder import run_ladder
 
     exp = _exp(tmp_path, "simulated")
@@ -135,9 +135,10 @@ def test_ladder_pool_runs_every_trial_once(tmp_path, workers):
         assert len({t.number for t in ts}) == len(ts)
         assert all(t.user_attrs.get("surplus") for t in ts if t.state != TrialState.COMPLETE)
         reps = [t for t in complete if "replicate_of" in t.user_attrs]
-        assert len(reps) == 1 and reps[0].user_attrs["seed"] == 1
+        assert sorted(t.user_attrs["seed"] for t in reps) == [1, 2]   # one trial a further seed
+        assert len({t.user_attrs["replicate_of"] for t in reps}) == 1
         original = next(t for t in complete if t.number == reps[0].user_attrs["replicate_of"])
-        assert original.params == reps[0].params and original.user_attrs["seed"] == 0
+        assert all(original.params == t.params for t in reps) and original.user_attrs["seed"] == 0
         pids |= {t.user_attrs["worker"] for t in complete}
     assert len(pids) == workers
     # Resuming a finished ladder adds nothing (the replicate is not trained twice).

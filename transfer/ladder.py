@@ -21,12 +21,12 @@ in ascending active size:
    (``transfer.plan.BoxAdjustment``) and the report states it.
 4. Replicates. Once a rung's box is settled, its incumbent (the trial nearest its fitted
    optimum, or its best trial where the optimum is not usable: ``replicate_choice``) is
-   trained again with ``search.replicates`` further seeds (a trial enqueued with the same parameters and the
-   user attributes ``replicate_of`` and ``replicate_seeds``): the seed-to-seed noise at the
-   incumbent, against which the review compares the rungs' losses (``scaling_regime``). The
-   replicate trains on one worker while the others start the next rung (whose box depends on
-   this rung's fitted optimum, not on its replicate); the climb waits for every replicate
-   before it returns.
+   trained again with ``search.replicates`` further seeds (one trial a seed, enqueued with the
+   same parameters and the user attributes ``replicate_of`` and ``replicate_seeds``): the
+   seed-to-seed noise at the incumbent, against which the review compares the rungs' losses
+   (``scaling_regime``). The replicates train on up to one worker each while the other workers
+   start the next rung (whose box depends on this rung's fitted optimum, not on its
+   replicates); the climb waits for every replicate before it returns.
 
 A re-centred rung starts near its answer and runs ``search.trials_per_upper_rung`` trials (the
 default is ``trials_per_rung``). Each rung is swept by ``experiment.workers`` local processes at
@@ -233,14 +233,19 @@ def _edge_sides(opt: RungOptimum, box: Mapping[str, Box], obs: list) -> dict[str
 
 
 def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseStorage | None = None, seed: int = 0,
-               progress: Callable[[Any], None] | None = None, workers: int | None = None) -> LadderResult:
+               progress: Callable[[Any], None] | None = None, workers: int | None = None,
+               force: bool = False) -> LadderResult:
     """Sweep the experiment's ladder rung by rung (see the module docstring); resumable.
 
     ``workers``: local worker processes (default ``experiment.workers``, see
-    ``proxy.sweep.experiment.resolve_workers``)."""
+    ``proxy.sweep.experiment.resolve_workers``). A rung swept before with other settings stops
+    the climb before anything trains (``proxy.sweep.identity``), unless ``force``."""
     from proxy.sweep.experiment import resolve_workers
-    from proxy.sweep.runner import WorkerPool
+    from proxy.sweep.runner import WorkerPool, preflight
+    from proxy.sweep.store import open_storage
 
+    storage = storage or open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    preflight(experiment, storage, experiment.rungs, force=force)
     with WorkerPool(experiment, resolve_workers(experiment, workers)) as pool:
         return _climb(experiment, mode, storage, seed, progress, pool)
 
@@ -376,9 +381,12 @@ def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, stora
     if best is None:
         return record, None
     start = max(experiment.seeds) + 1
-    seeds = [start + i for i in range(k)]
-    study.enqueue_trial(dict(best.params), user_attrs={"replicate_of": best.number, "replicate_seeds": seeds})
-    record = dataclasses.replace(record, requested=record.requested + 1)
+    # One trial a seed, so the replicates train side by side on as many workers as there are
+    # seeds (the last rung's replicates are the ladder's tail: nothing else is left to overlap
+    # them). Each trial trains one further seed; the review pools them by ``replicate_of``.
+    for seed in range(start, start + k):
+        study.enqueue_trial(dict(best.params), user_attrs={"replicate_of": best.number, "replicate_seeds": [seed]})
+    record = dataclasses.replace(record, requested=record.requested + k)
     study.set_user_attr(ATTR, record.to_dict())
-    # One worker: the replicate is a single enqueued trial, which two asks could both pop.
-    return record, pool.start_rung(_rung_experiment(experiment, record), rung, storage, jobs=1)
+    return record, pool.start_rung(_rung_experiment(experiment, record), rung, storage,
+                                   jobs=min(k, pool.workers))

@@ -60,21 +60,18 @@ def load_observations(experiment: Experiment, storage: BaseStorage) -> dict[str,
     observations). Rungs of the experiment's ladder come first in ladder order, then any
     imported rungs by active size.
 
-    Each study's trials are read once, and every figure of a trial (its observation, its number
-    and its expert load) comes from that one read, so a trial finishing meanwhile cannot pair one
-    trial's figures with another's.
+    The experiment's studies are read in one statement (``proxy.sweep.snapshot``), and every
+    figure of a trial (its observation, its number and its expert load) comes from that one
+    read, so a trial finishing meanwhile cannot pair one trial's figures with another's.
     """
-    from optuna.trial import TrialState
-
     from proxy.sweep.runner import trial_observation
-    from proxy.sweep.store import experiment_study_names
+    from proxy.sweep.snapshot import read_experiment
 
     base = {r.name: param_counts(r.config) for r in experiment.rungs}
     by_rung: dict[str, list[Observation]] = {}
-    for sname in experiment_study_names(storage, experiment.name):
+    for sname, snap in read_experiment(storage, experiment.name).items():
         rung = sname[len(experiment.name) + 1:]
-        sid = storage.get_study_id_from_name(sname)
-        for t in storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in snap.complete():
             o = trial_observation(rung, t)
             extra = dict(o.extra) | _expert_extras(t)
             extra |= {"trial_params_total": o.params_total, "trial_params_active": o.params_active}

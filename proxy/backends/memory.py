@@ -21,6 +21,7 @@ The estimate is held to the bytes torch's autograd actually saves (``tests/test_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from proxy.config import ModelConfig
 from proxy.flops import param_counts
@@ -98,6 +99,30 @@ class MemoryPlan:
 
 class DoesNotFit(ValueError):
     """A rung whose weights and optimiser state alone exceed one device."""
+
+
+def host_bytes() -> float | None:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    import os
+
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_host_memory(configs: Mapping[str, ModelConfig], precision: str = "fp32") -> None:
+    """Raise ``DoesNotFit`` for the first config whose weights, gradients and optimiser state
+    alone exceed this machine's memory: a sweep checks its rungs before it creates a trial, so a
+    rung with a billion experts is one line, not a MemoryError in the middle of a trial."""
+    limit = host_bytes()
+    if limit is None:
+        return
+    for name, config in configs.items():
+        need = static_bytes(config, precision)
+        if need > limit:
+            raise DoesNotFit(f"rung {name} needs {need / 2**30:,.1f} GiB for its weights, gradients and "
+                             f"optimiser state alone; this machine has {limit / 2**30:,.1f} GiB")
 
 
 def plan_memory(config: ModelConfig, batch_size: int, device_bytes: float, precision: str = "fp32", *,

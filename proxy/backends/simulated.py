@@ -119,6 +119,16 @@ class SimulatedTruth:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"SimulatedTruth.{name} must be finite and >= 0, got {value!r}")
+        for name in ("lr_gamma", "bend_gamma"):   # exponents: any sign, but numbers
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"SimulatedTruth.{name} must be a finite number, got {value!r}")
+        for name in ("domain_offsets", "mix_optimum"):
+            for key, value in getattr(self, name).items():
+                if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)):
+                    raise ValueError(f"SimulatedTruth.{name}.{key} must be a finite number, got {value!r}")
+        if self.sleep_s > 3600:
+            raise ValueError(f"SimulatedTruth.sleep_s must be <= 3600 s, got {self.sleep_s!r}")
         if self.wall_factor <= 1:
             raise ValueError(f"SimulatedTruth.wall_factor must be > 1, got {self.wall_factor!r}")
         for name in self.knobs:

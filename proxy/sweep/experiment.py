@@ -53,7 +53,7 @@ from proxy.config import DTYPES, ModelConfig
 from proxy.flops import train_flops
 from proxy.sweep import knobs as K
 from proxy.sweep.data_table import parse_data
-from proxy.sweep.fields import ExperimentError, _check_keys, _number, _string, _table
+from proxy.sweep.fields import ExperimentError, _check_keys, _name, _number, _string, _table
 from proxy.sweep.spec import BudgetSpec, DataSpec, KnobSpec, RungSpec
 from proxy.sweep.store import check_reachable, resolve_url
 
@@ -76,6 +76,16 @@ REVIEW_DEFAULTS: dict[str, Any] = {
     "max_widen_factor": 4.0,        # ... to at most this multiple of its width (log units)
     "max_widen_rounds": 2,          # edge-widening rounds per rung (each adds trials)
     "regime_z": 1.645,              # a rung's loss must fall below the next smaller one's by z noise sds
+}
+
+
+# Review settings with a bounded range (exclusive low, inclusive high): probabilities and fractions.
+REVIEW_RANGES: dict[str, tuple[float, float]] = {
+    "backtest_alpha": (0.0, 0.5),
+    "max_divergence_fraction": (0.0, 1.0),
+    "max_lr_ratio": (1.0, 1e6),
+    "max_widen_factor": (1.0, 1e6),
+    "divergence_window": (1.0, 1e6),
 }
 
 
@@ -166,7 +176,7 @@ def _rung_from_table(table: Any, key: str) -> RungSpec:
     for required in ("name", "tokens"):
         if required not in table:
             raise ExperimentError(f"{key}.{required}", "is required")
-    name = _string(table["name"], f"{key}.name")
+    name = _name(table["name"], f"{key}.name")
     tokens = _number(table["tokens"], f"{key}.tokens", integer=True, positive=True)
     batch = _number(table.get("batch_size", 16), f"{key}.batch_size", integer=True, positive=True)
     config = _config(table, key, ("tokens", "batch_size"))
@@ -274,14 +284,17 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
                      positive=True)
     startup = _number(table.get("startup_trials", min(10, trials)), "search.startup_trials",
                       integer=True, non_negative=True)
-    grid_points = _number(table.get("grid_points", 5), "search.grid_points", integer=True, positive=True)
+    grid_points = _number(table.get("grid_points", 5), "search.grid_points", integer=True, positive=True,
+                          maximum=MAX_GRID)
     upper = table.get("trials_per_upper_rung")
     if upper is not None:
         upper = _number(upper, "search.trials_per_upper_rung", integer=True, positive=True)
-    replicates = _number(table.get("replicates", 1), "search.replicates", integer=True, non_negative=True)
+    replicates = _number(table.get("replicates", 1), "search.replicates", integer=True, non_negative=True,
+                         maximum=100)
     sampler_seed = table.get("sampler_seed")
     if sampler_seed is not None:
-        sampler_seed = _number(sampler_seed, "search.sampler_seed", integer=True, non_negative=True)
+        sampler_seed = _number(sampler_seed, "search.sampler_seed", integer=True, non_negative=True,
+                               maximum=2 ** 32 - 1)
     multivariate = table.get("multivariate", True)
     if not isinstance(multivariate, bool):
         raise ExperimentError("search.multivariate", "must be true or false", multivariate)
@@ -306,9 +319,29 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
     if K.MIX_KNOB in box_table and len(domains) < 2:
         raise ExperimentError("search.box.mix", "searching the mix needs at least two data.domains",
                               list(domains))
+    if sampler == "grid":
+        _check_grid(box, domains, grid_points, trials, upper)
     return SearchSpec(sampler=sampler, trials_per_rung=trials, startup_trials=startup,
                       grid_points=grid_points, multivariate=multivariate, box=box, fixed=fixed,
                       trials_per_upper_rung=upper, replicates=replicates, sampler_seed=sampler_seed)
+
+
+MAX_GRID = 100_000   # grid cells: far more than any sweep trains, few enough to list
+
+
+def _check_grid(box: tuple[KnobSpec, ...], domains: tuple[str, ...], points: int, trials: int,
+                upper: int | None) -> None:
+    """A grid must hold every trial a rung asks for (else the sampler repeats cells) and stay
+    small enough to enumerate."""
+    cells = 1
+    for values in K.grid_space(box, domains, points).values():
+        cells *= len(values)
+        if cells > MAX_GRID:
+            raise ExperimentError("search.grid_points", f"the grid has more than {MAX_GRID:,} cells", points)
+    for key, n in (("search.trials_per_rung", trials), ("search.trials_per_upper_rung", upper)):
+        if n is not None and n > cells:
+            raise ExperimentError(key, f"exceeds the grid's {cells} cells (grid_points = {points}); "
+                                       "fewer trials or more grid points", n)
 
 
 def _parse_budget(table: Any) -> BudgetSpec:
@@ -333,7 +366,12 @@ def _parse_review(table: Any) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ExperimentError(key, "must be true or false", value)
         elif name in ("min_interior_rungs", "max_widen_rounds"):
-            _number(value, key, integer=True, non_negative=True)
+            _number(value, key, integer=True, non_negative=True, maximum=1000)
+        elif name in REVIEW_RANGES:
+            low, high = REVIEW_RANGES[name]
+            _number(value, key, positive=True, maximum=high)
+            if value <= low:
+                raise ExperimentError(key, f"must be > {low:g}", value)
         else:
             _number(value, key, positive=True)
         review[name] = value
@@ -406,9 +444,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                                     "micro_batches", "checkpoint"))
     if "name" not in exp:
         raise ExperimentError("experiment.name", "is required")
-    name = _string(exp["name"], "experiment.name")
-    if "/" in name:
-        raise ExperimentError("experiment.name", "must not contain '/'", name)
+    name = _name(exp["name"], "experiment.name")
     backend = exp.get("backend", "torch")
     if backend not in BACKEND_NAMES:
         raise ExperimentError("experiment.backend", f"must be one of {', '.join(BACKEND_NAMES)}", backend)
@@ -417,7 +453,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     if not isinstance(seeds, list) or not seeds:
         raise ExperimentError("experiment.seeds", "must be a non-empty array of integers", seeds)
     for i, s in enumerate(seeds):
-        _number(s, f"experiment.seeds[{i}]", integer=True, non_negative=True)
+        _number(s, f"experiment.seeds[{i}]", integer=True, non_negative=True, maximum=2 ** 32 - 1)
     dtype = exp.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ExperimentError("experiment.dtype", f"must be one of {', '.join(DTYPES)}", dtype)
@@ -428,12 +464,13 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     checkpoint = exp.get("checkpoint", "auto")
     if checkpoint != "auto" and not isinstance(checkpoint, bool):
         raise ExperimentError("experiment.checkpoint", 'must be "auto", true or false', checkpoint)
-    threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True)
+    threads = _number(exp.get("threads", 1), "experiment.threads", integer=True, positive=True, maximum=4096)
+    # A heartbeat every hour at most: a dead worker's trial is retried within two.
     heartbeat = _number(exp.get("heartbeat_interval", 10), "experiment.heartbeat_interval",
-                        integer=True, positive=True)
+                        integer=True, positive=True, maximum=3600)
     workers = exp.get("workers", "auto")
     if workers != "auto":
-        workers = _number(workers, "experiment.workers", integer=True, positive=True)
+        workers = _number(workers, "experiment.workers", integer=True, positive=True, maximum=1024)
     if "ladder" not in doc:
         raise ExperimentError("ladder", "is required (preset or rungs)")
     rungs = _parse_ladder(doc["ladder"])
@@ -526,7 +563,7 @@ def load_experiment(path: str | Path, *, storage: str | None = None,
     raw = path.read_bytes()
     try:
         doc = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ExperimentError(str(path), f"not valid TOML: {exc}") from exc
     return parse_experiment(doc, base_dir=path.resolve().parent, storage=storage,
                             check_storage=check_storage, path=str(path.resolve()),

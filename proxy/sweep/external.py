@@ -289,7 +289,7 @@ def export_csv(storage_url: str, experiment: str, out: str | Path) -> int:
     """
     from optuna.trial import TrialState
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, read_only=True)
     names = experiment_study_names(storage, experiment)
     if not names:
         raise ValueError(f"no studies of experiment {experiment!r} in {storage_url}")

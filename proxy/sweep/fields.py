@@ -31,7 +31,7 @@ def _check_keys(table: Mapping[str, Any], key: str, allowed: tuple[str, ...] | s
 
 
 def _number(value: Any, key: str, *, integer: bool = False, positive: bool = False,
-            non_negative: bool = False) -> Any:
+            non_negative: bool = False, maximum: float | None = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             integer and not isinstance(value, int)):
         raise ExperimentError(key, "must be an integer" if integer else "must be a number", value)
@@ -41,6 +41,8 @@ def _number(value: Any, key: str, *, integer: bool = False, positive: bool = Fal
         raise ExperimentError(key, "must be > 0", value)
     if non_negative and value < 0:
         raise ExperimentError(key, "must be >= 0", value)
+    if maximum is not None and value > maximum:
+        raise ExperimentError(key, f"must be <= {maximum:g}", value)
     return value
 
 
@@ -48,3 +50,17 @@ def _string(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ExperimentError(key, "must be a non-empty string", value)
     return value
+
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
+
+
+def _name(value: Any, key: str) -> str:
+    """A name that becomes a folder (``runs/<name>/``) and part of a study name: letters,
+    digits and ``._-+``, not starting with a dot (so never ``.`` or ``..``), at most 100 long."""
+    name = _string(value, key)
+    bad = sorted(set(name) - NAME_CHARS)
+    if bad or name.startswith(".") or len(name) > 100:
+        raise ExperimentError(key, "must be letters, digits and . _ - + (not starting with a dot, "
+                                   "at most 100 characters), so it cannot leave runs/", name)
+    return name

@@ -86,6 +86,27 @@ def distributions(box: tuple[KnobSpec, ...], domains: tuple[str, ...]) -> dict[s
     return out
 
 
+def grid_space(box: tuple[KnobSpec, ...], domains: tuple[str, ...], points: int) -> dict[str, list[Any]]:
+    """The grid sampler's values per parameter: the choices of a categorical knob, else
+    ``points`` values spaced evenly in the knob's own scale (integers rounded, duplicates
+    merged)."""
+    import numpy as np
+    from optuna.distributions import IntDistribution
+
+    space: dict[str, list[Any]] = {}
+    for name, dist in distributions(box, domains).items():
+        if hasattr(dist, "choices"):
+            space[name] = list(dist.choices)
+            continue
+        lo, hi, log = dist.low, dist.high, dist.log
+        pts = np.geomspace(lo, hi, points) if log else np.linspace(lo, hi, points)
+        if isinstance(dist, IntDistribution):
+            space[name] = sorted({int(round(p)) for p in pts})
+        else:
+            space[name] = [float(p) for p in pts]
+    return space
+
+
 @dataclass(frozen=True)
 class MixWeights:
     """Mixture weights without a corpus: what the simulated backend needs of the data."""
@@ -109,6 +130,13 @@ class TrialSetup:
         return MixWeights(dict(self.train_mix), dict(self.eval_mix), domains)
 
 
+def _integer(name: str, value: Any) -> int:
+    """An integer knob's value: a whole number (4.0 is 4), never truncated (4.7) or infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def setup_trial(rung: RungSpec, params: Mapping[str, Any], fixed: Mapping[str, Any],
                 data: DataSpec) -> TrialSetup:
     """Turn searched ``params`` plus ``fixed`` values into a config, hparams and mix for a rung.
@@ -129,12 +157,12 @@ def setup_trial(rung: RungSpec, params: Mapping[str, Any], fixed: Mapping[str, A
         train_mix = {d: 1.0 / len(domains) for d in domains}
     eval_mix = normalise_mix(data.eval_mix) if data.eval_mix else {d: 1.0 / len(domains) for d in domains}
     values.pop(MIX_KNOB, None)
-    config_changes = {k: int(values.pop(k)) for k in CONFIG_KNOBS if k in values}
+    config_changes = {k: _integer(k, values.pop(k)) for k in CONFIG_KNOBS if k in values}
     config = rung.config.replace(**config_changes) if config_changes else rung.config
     hp = {"tokens": int(rung.tokens), "batch_size": int(rung.batch_size)}
     hp.update(values)
     if "batch_size" in hp:
-        hp["batch_size"] = int(hp["batch_size"])
+        hp["batch_size"] = _integer("batch_size", hp["batch_size"])
     hparams = TrainHParams.from_dict(hp)
     knobs: dict[str, Any] = {k: getattr(hparams, k) for k in HPARAM_FLOAT_KNOBS + HPARAM_INT_KNOBS}
     knobs.update({k: getattr(config, k) for k in CONFIG_KNOBS})

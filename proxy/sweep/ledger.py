@@ -2,8 +2,9 @@
 
 FLOPs of a trial are what its training runs report (``TrainResult.flops``, summed over the
 trial's seeds; a diverged run counts the steps it did), stored as the trial attribute
-``flops``. A trial killed before it finished has no such attribute and counts 0 (its retry
-is counted). Fractions are of the target run's FLOPs, ``proxy.flops.train_flops(target,
+``flops``. A trial still running, or killed before it finished, counts what its heartbeat last
+stored (``flops_spent``: the steps done times the FLOPs of a step), and its retry counts again:
+the compute was spent twice. Fractions are of the target run's FLOPs, ``proxy.flops.train_flops(target,
 target tokens)``.
 
 Budget rule: before asking a new trial the runner checks ``spent + next_cost > budget`` and
@@ -50,6 +51,12 @@ class Ledger:
         return None if not self.target_flops else self.per_rung.get(rung, 0.0) / self.target_flops
 
 
+def trial_flops(trial: Any) -> float:
+    """A stored trial's training FLOPs: ``flops`` once it ended, else ``flops_spent`` so far."""
+    a = trial.user_attrs
+    return float(a.get("flops", a.get("flops_spent", 0.0)) or 0.0)
+
+
 def next_trial_cost(rung: RungSpec, n_seeds: int = 1) -> float:
     """Estimated FLOPs of one more trial on ``rung``: its base config for its tokens, per seed.
 
@@ -74,21 +81,21 @@ def ledger(storage: Any, experiment: Any) -> Ledger:
     """
     from optuna.trial import TrialState
 
-    from proxy.sweep.store import experiment_study_names, open_storage
+    from proxy.sweep.snapshot import read_experiment
+    from proxy.sweep.store import open_storage
 
     name = experiment if isinstance(experiment, str) else experiment.name
     if isinstance(storage, str):
         storage = open_storage(storage)
     costs: list[TrialCost] = []
     per_rung: dict[str, float] = {}
-    for study_name in experiment_study_names(storage, name):
+    for study_name, snap in read_experiment(storage, name).items():
         rung = study_name[len(name) + 1:]
-        study_id = storage.get_study_id_from_name(study_name)
         total = 0.0
-        for trial in storage.get_all_trials(study_id, deepcopy=False):
+        for trial in snap.trials:
             if trial.state == TrialState.WAITING:
                 continue
-            flops = float(trial.user_attrs.get("flops", 0.0) or 0.0)
+            flops = trial_flops(trial)
             costs.append(TrialCost(rung, trial.number, trial.state.name, flops))
             total += flops
         per_rung[rung] = total

@@ -15,9 +15,9 @@ divergence handling, cost accounting and the trial attributes the fits and repor
 * Resume: each running trial has a heartbeat; on restart, stale RUNNING trials are failed and
   re-enqueued with their parameters (``proxy.sweep.store``), COMPLETE ones are kept.
 * Seeds: training seeds are the experiment's seeds (the same for every trial); the sampler is
-  seeded by the first seed, the rung name, the number of trials already in the study and the
-  worker index, so
-  a resumed sweep does not replay the random start-up points it already has.
+  seeded afresh for every trial by the sampler seed, the rung name and the trial's number
+  (``trial_seed``), so any number of processes propose distinct points and a resumed sweep
+  does not replay the start-up points it already has.
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ from typing import Any, Callable, Iterator, Mapping
 
 from fits.observation import Observation
 from proxy import __version__
+from proxy.flops import train_flops
 from proxy.sweep import knobs as K
 from proxy.sweep.experiment import Experiment
-from proxy.sweep.ledger import budget_message, ledger, next_trial_cost
+from proxy.sweep.ledger import budget_message, ledger, next_trial_cost, trial_flops
 from proxy.sweep.spec import RungSpec
-from proxy.sweep.store import experiment_study_names, fail_stale, open_storage, study_name
+from proxy.sweep.store import experiment_study_names, fail_stale, open_storage, retry, study_name
 
 DIVERGED_MARGIN = 0.1        # nats added to the clipped objective of a diverged trial
+SIMULATED_MAX_EXPERTS = 1 << 20   # expert loads the simulated backend draws per trial, at most
 POLL_S = 0.25                # wait between looks at the store while others' trials run
 
 
@@ -81,16 +83,12 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def _requeue(study: Any, trial_id: int) -> None:
-    """Put a trial's parameters back in the queue (Optuna's retry callback, same params)."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    with quiet_optuna():
-        RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(trial_id))
+    """Put a FAIL trial's parameters back in the queue (``proxy.sweep.store.retry``)."""
+    retry(study, study._storage.get_trial(trial_id))
 
 
 def make_sampler(experiment: Experiment, seed: int, *, workers: int = 1) -> Any:
     """The Optuna sampler of ``experiment.search.sampler`` (GP needs torch, which is installed)."""
-    import numpy as np
     import optuna
 
     s = experiment.search
@@ -102,37 +100,78 @@ def make_sampler(experiment: Experiment, seed: int, *, workers: int = 1) -> Any:
         if s.sampler == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.startup_trials)
         if s.sampler == "grid":
-            space: dict[str, list[Any]] = {}
-            dists = K.distributions(s.box, experiment.data.domains)
-            for name, dist in dists.items():
-                if hasattr(dist, "choices"):
-                    space[name] = list(dist.choices)
-                    continue
-                lo, hi, log = dist.low, dist.high, dist.log
-                pts = np.geomspace(lo, hi, s.grid_points) if log else np.linspace(lo, hi, s.grid_points)
-                if isinstance(dist, optuna.distributions.IntDistribution):
-                    space[name] = sorted({int(round(p)) for p in pts})
-                else:
-                    space[name] = [float(p) for p in pts]
-            return optuna.samplers.GridSampler(space, seed=seed)
+            return optuna.samplers.GridSampler(K.grid_space(s.box, experiment.data.domains, s.grid_points), seed=seed)
         n_params = len(K.distributions(s.box, experiment.data.domains))
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=s.startup_trials,
             multivariate=s.multivariate and n_params > 1, constant_liar=workers > 1)
 
 
-def _study(experiment: Experiment, rung: RungSpec, storage: Any, *, worker: int = 0,
-           workers: int = 1) -> Any:
+def trial_seed(experiment: Experiment, rung: str, number: int) -> int:
+    """The sampler's seed for trial ``number`` of ``rung``: the sampler seed, the rung and the
+    trial's own number, which the store hands out atomically. So every process on every machine
+    draws from its own stream (two sweeps of one experiment never propose the same point),
+    a resumed sweep does not replay the points it has, and each point is reproducible from the
+    store (the number is in it)."""
+    return (experiment.search.seed_of(experiment.seeds) * 1_000_003 + zlib.crc32(rung.encode())
+            + number * 7_919) % (2 ** 32)
+
+
+class TrialSeededSampler:
+    """An Optuna sampler that makes its inner sampler afresh for each trial, seeded by
+    ``trial_seed`` (the samplers the toolkit uses keep no state between trials but their random
+    stream: TPE, GP and random recompute from the study's trials). The grid and QMC samplers
+    keep one seed (``per_trial=False``): their seed orders the grid or the sequence, and each
+    trial takes its own cell or index from the store (its number, or the cells others hold), so
+    a seed per trial would reorder the grid under them. The grid sampler's ``after_trial`` is
+    not forwarded: it calls ``Study.stop``, which only ``Study.optimize`` allows; the runner
+    counts the rung's trials itself."""
+
+    def __init__(self, make: Callable[[int], Any], seed_of: Callable[[int], int], *,
+                 per_trial: bool = True) -> None:
+        self._make = make
+        self._seed_of = seed_of
+        self._per_trial = per_trial
+        with quiet_optuna():
+            self._inner = make(seed_of(0))
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        with quiet_optuna():
+            if self._per_trial:
+                self._inner = self._make(self._seed_of(trial.number))
+            self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+        with quiet_optuna():
+            return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+        with quiet_optuna():
+            return self._inner.sample_independent(study, trial, name, dist)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        import optuna
+
+        if not isinstance(self._inner, optuna.samplers.GridSampler):
+            self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
+def _study(experiment: Experiment, rung: RungSpec, storage: Any) -> Any:
     import optuna
 
     name = study_name(experiment.name, rung.name)
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 load_if_exists=True)
-    n_existing = len(study.get_trials(deepcopy=False))
-    # Different start-up points per rung, per resume and per worker; reproducible for a given store.
-    seed = (experiment.search.seed_of(experiment.seeds) * 1_000_003 + zlib.crc32(rung.name.encode()) + n_existing * 7_919
-            + worker) % (2 ** 32)
-    study.sampler = make_sampler(experiment, seed, workers=workers)
+    # The constant liar always: other processes' RUNNING trials may be in the study too.
+    study.sampler = TrialSeededSampler(lambda seed: make_sampler(experiment, seed, workers=2),
+                                       lambda number: trial_seed(experiment, rung.name, number),
+                                       per_trial=experiment.search.sampler not in ("grid", "qmc"))
     if "rung" not in study.user_attrs:
         study.set_user_attr("experiment", experiment.name)
         study.set_user_attr("rung", rung.name)
@@ -150,18 +189,45 @@ def _finite_or_none(x: Any) -> Any:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def _heartbeat(storage: Any, trial_id: int, interval: float, stop: threading.Event) -> None:
+class SpentCounter:
+    """Training FLOPs a running trial has spent so far (added by the training thread after each
+    step, read by the heartbeat thread)."""
+
+    def __init__(self) -> None:
+        self.flops = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, flops: float) -> None:
+        with self._lock:
+            self.flops += flops
+
+    def read(self) -> float:
+        with self._lock:
+            return self.flops
+
+
+SPENT_ATTR = "flops_spent"   # a running (or killed) trial's FLOPs so far; ``flops`` once it ends
+
+
+def _heartbeat(storage: Any, trial_id: int, interval: float, stop: threading.Event,
+               spent: SpentCounter | None = None) -> None:
+    written = 0.0
     while not stop.wait(interval):
         try:
             storage.record_heartbeat(trial_id)
-        except Exception:  # a transient store error must not kill the training thread
+            if spent is not None and spent.read() > written:
+                written = spent.read()
+                storage.set_trial_user_attr(trial_id, SPENT_ATTR, written)
+        except Exception:  # a transient store error (or the trial ended) must not kill training
             pass
 
 
 def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
-              backend: Any | None = None, seeds: tuple[int, ...] | None = None) -> tuple[dict[str, Any], bool]:
+              backend: Any | None = None, seeds: tuple[int, ...] | None = None,
+              spent: "SpentCounter | None" = None) -> tuple[dict[str, Any], bool]:
     """Train one trial (once per seed: ``experiment.seeds``, or ``seeds`` for a replicate) and
-    return (user attributes, diverged)."""
+    return (user attributes, diverged). ``spent`` counts the training FLOPs as the steps go
+    (the heartbeat stores them, so a trial killed midway still counts what it spent)."""
     from proxy.backends import load_backend
 
     backend = backend or load_backend(experiment.backend)
@@ -179,6 +245,9 @@ def run_trial(experiment: Experiment, rung: RungSpec, params: Mapping[str, Any],
         extra |= {"device": experiment.device, "precision": experiment.precision,
                   "micro_batches": experiment.micro_batches, "checkpoint": experiment.checkpoint}
     seeds = tuple(seeds) if seeds else experiment.seeds
+    if spent is not None:
+        per_step = train_flops(config, setup.hparams.batch_size * config.seq_len)
+        extra["progress"] = lambda step, total, loss: spent.add(per_step)
     results = [backend.train(config, setup.hparams, data, seed, **extra) for seed in seeds]
     diverged = any(r.diverged for r in results)
     losses = [r.final_loss for r in results]
@@ -237,7 +306,7 @@ def rung_progress(experiment: Experiment, rung: RungSpec, storage: Any) -> RungP
     ok = [t for t in done if not t.user_attrs.get("diverged")]
     best = min(ok, key=lambda t: t.value, default=None)
     failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"))
-    spent = sum(float(t.user_attrs.get("flops", 0.0) or 0.0) for t in trials)
+    spent = sum(trial_flops(t) for t in trials)
     return RungProgress(rung=rung.name, complete=len(done), requested=experiment.search.trials_per_rung,
                         diverged=len(done) - len(ok), failed=failed,
                         best_loss=None if best is None else best.value,
@@ -258,7 +327,7 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
     n = experiment.search.trials_per_rung
     dists = K.distributions(experiment.search.box, experiment.data.domains)
     backend = load_backend(experiment.backend)
-    study = _study(experiment, rung, storage, worker=worker, workers=workers)
+    study = _study(experiment, rung, storage)
     budget = experiment.budget_flops
     cost = next_trial_cost(rung, len(experiment.seeds))
     while True:
@@ -287,19 +356,25 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
                 _requeue(study, trial._trial_id)  # it was a retry or enqueued: keep the point
             continue
         stop = threading.Event()
+        spent = SpentCounter()
         beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id,
-                                                         experiment.heartbeat_interval / 2, stop),
+                                                         experiment.heartbeat_interval / 2, stop, spent),
                                 daemon=True)
         beat.start()
         replicate = trial.user_attrs.get("replicate_seeds")
         try:
             attrs, diverged = run_trial(experiment, rung, trial.params, backend,
-                                        seeds=tuple(replicate) if replicate else None)
+                                        seeds=tuple(replicate) if replicate else None, spent=spent)
         except BaseException:
             stop.set()
-            trial.set_user_attr("error", "training raised; see the worker's log")
-            study.tell(trial, state=TrialState.FAIL)
-            _requeue(study, trial._trial_id)  # keep the point for the retry
+            try:
+                trial.set_user_attr(SPENT_ATTR, spent.read())
+                trial.set_user_attr("error", "training raised; see the worker's log")
+                study.tell(trial, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass   # another worker found it stale and retried it already
+            else:
+                _requeue(study, trial._trial_id)  # keep the point for the retry
             raise
         finally:
             stop.set()
@@ -332,25 +407,59 @@ def _set_thread_env(threads: int) -> None:
                                    " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
 
 
+def _child_setup(threads: int) -> None:
+    """A worker process's first step: its CPU threads; Ctrl-C left to the parent, which stops
+    its workers (a terminal sends SIGINT to the whole group: without this each worker would
+    print its own KeyboardInterrupt traceback); and an end with its parent, so a killed command
+    leaves no orphan training on (a parent-death signal where Linux offers one, and a thread
+    that watches the parent's id everywhere)."""
+    import signal
+
+    _set_thread_env(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:   # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    import signal
+
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)   # its trial stays RUNNING and is retried once stale
+
+
 def _worker_main(experiment: Experiment, rungs: tuple[str, ...], worker: int, workers: int,
                  threads: int) -> None:
-    _set_thread_env(threads)
+    _child_setup(threads)
     run_sweep(experiment, rungs=rungs, workers=1, _worker=(worker, workers))
 
 
 def run_sweep(experiment: Experiment, *, rungs: tuple[str, ...] | None = None, workers: int = 1,
-              progress: Callable[[RungProgress], None] | None = None,
+              progress: Callable[[RungProgress], None] | None = None, force: bool = False,
               _worker: tuple[int, int] = (0, 1)) -> SweepSummary:
     """Sweep the experiment's rungs (or ``rungs``) in order, with ``workers`` local processes.
 
     Each worker gets ``max(1, experiment.threads // workers)`` CPU threads (environment set in
     the child before a framework is imported). ``progress`` is called with a ``RungProgress``
-    after each trial (polled from the store when there are several workers).
+    after each trial (polled from the store when there are several workers). A rung swept
+    before with other settings stops the sweep before anything trains
+    (``proxy.sweep.identity``), unless ``force``.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     selected = tuple(experiment.rung(r) for r in rungs) if rungs else experiment.rungs
     storage = open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    if _worker == (0, 1):   # the command's own process: its workers find the checks made
+        preflight(experiment, storage, selected, force=force)
     if workers > 1:
         return _run_workers(experiment, selected, workers, storage, progress)
     if "torch" not in __import__("sys").modules:
@@ -363,6 +472,26 @@ def run_sweep(experiment: Experiment, *, rungs: tuple[str, ...] | None = None, w
             break
     return SweepSummary(tuple(rung_progress(experiment, r, storage) for r in selected),
                         stopped_by_budget=message is not None, message=message or "")
+
+
+def preflight(experiment: Experiment, storage: Any, rungs: tuple[RungSpec, ...], *, force: bool = False) -> None:
+    """What a sweep checks before its first trial: every rung's weights and optimiser state fit
+    this machine's memory (at the box's largest expert count), and the store's rungs were swept
+    with the experiment's settings (``proxy.sweep.identity``; ``force`` goes on regardless)."""
+    from proxy.backends.memory import check_host_memory
+    from proxy.sweep.identity import check_identity
+
+    experts = [k for k in experiment.search.box if k.name == "n_experts"]
+    most = {"n_experts": max(experts[0].choices or (experts[0].high,))} if experts else {}
+    configs = {r.name: K.setup_trial(r, most, experiment.search.fixed, experiment.data).config for r in rungs}
+    if experiment.backend != "simulated":
+        check_host_memory(configs, experiment.precision)
+    else:   # no model is built, but one expert load is drawn per expert
+        for name, config in configs.items():
+            if config.n_experts > SIMULATED_MAX_EXPERTS:
+                raise ValueError(f"rung {name} has {config.n_experts:,} experts; the simulated backend "
+                                 f"draws one load per expert and takes at most {SIMULATED_MAX_EXPERTS:,}")
+    check_identity(experiment, storage, rungs, force=force)
 
 
 def _run_workers(experiment: Experiment, selected: tuple[RungSpec, ...], workers: int,
@@ -386,6 +515,11 @@ def _run_workers(experiment: Experiment, selected: tuple[RungSpec, ...], workers
                     if last.get(r.name) != now:
                         last[r.name] = now
                         progress(now)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):   # Ctrl-C or SIGTERM: the workers stop now (their
+            for p in procs:                  # trials stay RUNNING and are retried once stale)
+                p.terminate()
+        raise
     finally:
         for p in procs:
             p.join()
@@ -405,7 +539,7 @@ _POOL_STORES: dict[str, Any] = {}   # one open store per URL in each pool proces
 
 
 def _pool_init(threads: int) -> None:
-    _set_thread_env(threads)
+    _child_setup(threads)
 
 
 def _pool_sweep(experiment: Experiment, rung_name: str, worker: int, workers: int) -> str | None:
@@ -439,7 +573,14 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception) and self._pool is not None:
+            # Interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than wait
+            # for their trials; those stay RUNNING and are retried once stale.
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         self.close()
 
     def close(self) -> None:

@@ -7,9 +7,12 @@
 
 Stale trials: the store is opened with a heartbeat (``heartbeat_interval`` seconds); a RUNNING
 trial whose heartbeat is older than the grace period (``2 * interval``, at least interval + 2 s)
-belongs to a dead worker; ``fail_stale`` marks it FAIL and Optuna's
-``RetryHeartbeatStaleTrialCallback`` enqueues a WAITING copy with the same parameters, so the
-next ``ask`` retries exactly that point. A RUNNING trial that never beat (its worker died
+belongs to a dead worker; ``fail_stale`` marks it FAIL and enqueues a WAITING copy with the
+same parameters (``retry``), so the next ``ask`` retries exactly that point. Many processes
+look for stale trials at once, so the failing is a claim: one ``UPDATE ... WHERE state =
+'RUNNING'`` statement, atomic on both back ends (SQLite takes the write lock for it; PostgreSQL
+re-checks the row after waiting on its lock), and only the process whose statement changed the
+row enqueues the retry: exactly one retry per stale trial. A RUNNING trial that never beat (its worker died
 right after ``ask``) is given one heartbeat when first seen, so it goes stale too. A worker
 killed inside ``ask``, after the trial is created but before its sampled parameters are written,
 leaves a trial with no parameters: its retry has none to repeat, and the sampler draws afresh.
@@ -17,12 +20,13 @@ leaves a trial with no parameters: its retry has none to repeat, and the sampler
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_PREFIXES = ("postgresql://", "postgresql+psycopg2://", "postgres://")
@@ -64,10 +68,13 @@ def check_reachable(url: str) -> None:
     if url.startswith(SQLITE_PREFIX):
         path = sqlite_path(url)
         if path is None:
-            return
+            raise ValueError(f"storage {url!r} is in memory: its trials would be lost with the process "
+                             "(and each worker would see its own); give a file, sqlite:///PATH")
         if path.exists():
             if path.is_dir():
                 raise ValueError(f"storage {url!r} is a folder, not a database file")
+            if not path.is_file():
+                raise ValueError(f"storage {url!r} is not a regular file (a device or a pipe)")
             try:
                 con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
                 try:
@@ -102,14 +109,24 @@ def check_reachable(url: str) -> None:
     raise ValueError(f"storage {url!r} is not supported; use sqlite:///PATH or postgresql://...")
 
 
-def open_storage(url: str, *, heartbeat_interval: int | None = None) -> Any:
-    """The ``optuna.storages.RDBStorage`` at ``url`` (creating a SQLite folder), cached per process."""
+def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: bool = False) -> Any:
+    """The ``optuna.storages.RDBStorage`` at ``url`` (creating a SQLite folder), cached per process.
+
+    ``read_only``: for the commands that only read (status, fit, plan, review, report, export):
+    the store must already exist and be a trial store (``check_store``); nothing is created or
+    written, not even the SQLite journal mode. An in-memory SQLite store is refused: each
+    connection would see its own empty database, and every result would be thrown away."""
     url = resolve_url(url, ".")
+    if url.startswith(SQLITE_PREFIX) and url[len(SQLITE_PREFIX):] in ("", ":memory:"):
+        raise ValueError(f"storage {url!r} is in memory: its trials would be lost with the process "
+                         "(and each worker would see its own); give a file, sqlite:///PATH")
+    if read_only:
+        check_store(url)
     key = (url, heartbeat_interval)
     if key in _OPEN:
         return _OPEN[key]
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     path = sqlite_path(url)
     engine_kwargs: dict[str, Any] = {}
@@ -121,21 +138,102 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None) -> Any:
         engine_kwargs = {"pool_pre_ping": True}
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = RetryHeartbeatStaleTrialCallback(max_retry=None)
+        # No stale-trial callback: fail_stale claims and retries stale trials itself, atomically.
         kwargs = {"heartbeat_interval": int(heartbeat_interval),
-                  "grace_period": max(2 * int(heartbeat_interval), int(heartbeat_interval) + 2),
-                  "heartbeat_stale_trial_callback": callback}
+                  "grace_period": max(2 * int(heartbeat_interval), int(heartbeat_interval) + 2)}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
+    with _schema_lock(url, path), warnings.catch_warnings():
         # The heartbeat arguments are marked experimental by Optuna; they are what we rely on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    if path is not None:
-        _fast_sqlite(storage, path)
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except RuntimeError as exc:   # Optuna: the store's schema is newer (or older) than it knows
+            raise ValueError(f"storage {url!r} cannot be used by this Optuna "
+                             f"({optuna.__version__}): {str(exc).splitlines()[0]}") from exc
+        if path is not None:
+            _fast_sqlite(storage, path)
     _OPEN[key] = storage
     return storage
+
+
+SCHEMA_LOCK_KEY = 0x70726F78   # the PostgreSQL advisory lock taken while a schema may be created
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, path: Path | None) -> Iterator[None]:
+    """Serialise the creation of a store's tables across processes: Optuna creates them on
+    first open with check-then-create statements, so processes starting together on a new
+    store collide (a duplicate ``alembic_version`` row, ``table trials already exists``,
+    PostgreSQL's ``pg_type`` unique index). SQLite: an exclusive ``flock`` on ``<store>.lock``
+    beside the file, taken only while the schema is not complete (a finished store is opened
+    without writing anything). PostgreSQL: a session advisory lock held while Optuna opens it."""
+    if path is not None:
+        if _sqlite_schema_complete(path):
+            yield
+            return
+        import fcntl
+
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                _refuse_non_store(path)   # under the lock: no other process is creating it now
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    if not url.startswith(POSTGRES_PREFIXES):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            con.commit()
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                con.commit()
+    finally:
+        engine.dispose()
+
+
+def _refuse_non_store(path: Path) -> None:
+    """Before Optuna creates its tables in an existing file: refuse an empty (0-byte) file, which
+    is a store that lost its contents rather than a new one, and someone else's database."""
+    if not path.exists():
+        return
+    if path.stat().st_size == 0:
+        raise ValueError(f"the trial store {path} is an empty file (0 bytes): not a store; remove it "
+                         "to start afresh")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"the trial store {path} cannot be read as SQLite: {exc}") from exc
+    if tables and "studies" not in tables:
+        raise ValueError(f"{path} is a SQLite database but not a trial store (it has no Optuna tables); "
+                         "name another file")
+
+
+def _sqlite_schema_complete(path: Path) -> bool:
+    """True when the file holds Optuna's tables with their version row (read-only look)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            return con.execute("select count(*) from version_info").fetchone()[0] > 0 and \
+                con.execute("select count(*) from alembic_version").fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
 
 
 def _fast_sqlite(storage: Any, path: Path) -> None:
@@ -155,6 +253,73 @@ def _fast_sqlite(storage: Any, path: Path) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # reconnect with the pragma
+
+
+OPTUNA_TABLES = ("studies", "trials", "trial_params", "trial_values", "trial_user_attributes",
+                 "study_user_attributes", "version_info", "alembic_version")
+
+
+def check_store(url: str) -> None:
+    """Raise ValueError, one line naming the store and what is wrong, unless ``url`` holds a
+    trial store: a missing file, a folder, an empty (0-byte) file, a file that is not SQLite or is
+    damaged, a SQLite database without Optuna's tables (someone else's), a PostgreSQL database
+    without them. Reads only."""
+    url = resolve_url(url, ".")
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            raise ValueError(f"no trial store at {path} (run `ladder sweep` or `ladder import` first)")
+        if not path.is_file():
+            raise ValueError(f"storage {url!r} is a folder or a device, not a database file")
+        if path.stat().st_size == 0:
+            raise ValueError(f"the trial store {path} is an empty file (0 bytes): not a store; remove it "
+                             "to start afresh")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+            try:
+                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+                if not set(OPTUNA_TABLES) <= tables:
+                    raise ValueError(f"{path} is a SQLite database but not a trial store (it lacks "
+                                     f"{', '.join(t for t in OPTUNA_TABLES if t not in tables)})")
+                check = con.execute("pragma quick_check").fetchone()[0]
+                if check != "ok":
+                    raise ValueError(f"the trial store {path} is damaged: {check}")
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"the trial store {path} cannot be read as SQLite: {exc}") from exc
+        return
+    if url.startswith(POSTGRES_PREFIXES):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as con:
+                tables = set(sqlalchemy.inspect(con).get_table_names())
+        except Exception as exc:   # any driver error means unreachable
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"storage {url!r} is unreachable: {first}") from exc
+        finally:
+            engine.dispose()
+        if not set(OPTUNA_TABLES) <= tables:
+            raise ValueError(f"storage {url!r} holds no trial store (run `ladder sweep` or `ladder import` first)")
+        return
+    raise ValueError(f"storage {url!r} is not supported; use sqlite:///PATH or postgresql://...")
+
+
+def store_error(exc: BaseException) -> str | None:
+    """A one-line description of a store failure met while reading or writing (a damaged page,
+    a dropped table, a lost connection), or None when ``exc`` is not one."""
+    try:
+        import sqlalchemy.exc
+        from optuna.exceptions import StorageInternalError
+    except ImportError:
+        return None
+    if isinstance(exc, (StorageInternalError, sqlalchemy.exc.DBAPIError, sqlite3.DatabaseError)):
+        cause = exc.__cause__ or exc.__context__ or exc
+        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+        return f"the trial store failed: {first}"
+    return None
 
 
 def storage_exists(url: str) -> bool:
@@ -184,21 +349,61 @@ def fail_stale(study: Any) -> None:
     RUNNING trial it records a heartbeat on the trial's behalf. A dead worker's trial then goes
     stale one grace period later; a live worker beats anyway, and an extra beat changes nothing.
     """
-    import optuna
-    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
     storage = study._storage
     if storage.get_heartbeat_interval() is None:
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)
+    rdb = rdb_storage(storage)
+    for trial_id in rdb._get_stale_trial_ids(study._study_id):
+        if claim_failed(rdb, trial_id):
+            retry(study, storage.get_trial(trial_id))
     given = _GIVEN_A_HEARTBEAT.setdefault(storage, set())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial._trial_id not in given:
             given.add(trial._trial_id)
             storage.record_heartbeat(trial._trial_id)
+
+
+def rdb_storage(storage: Any) -> Any:
+    """The ``RDBStorage`` under Optuna's cache wrapper (a study's ``_storage``), or ``storage``."""
+    return getattr(storage, "_backend", storage)
+
+
+def claim_failed(storage: Any, trial_id: int) -> bool:
+    """Mark a RUNNING trial FAIL in one statement; True only for the caller whose statement
+    changed it (the one that may enqueue its retry). The states are literals: PostgreSQL stores
+    them as an enum type that a bound string parameter would not match."""
+    import sqlalchemy
+
+    with rdb_storage(storage).engine.begin() as con:
+        changed = con.execute(sqlalchemy.text(
+            "UPDATE trials SET state = 'FAIL', datetime_complete = CURRENT_TIMESTAMP "
+            "WHERE trial_id = :id AND state = 'RUNNING'"), {"id": int(trial_id)}).rowcount
+    return changed == 1
+
+
+# What a retry keeps of the failed trial's user attributes: those that name the point (set when
+# it was enqueued), not those its first run wrote (an error, a worker, partial results).
+RETRY_KEEPS = ("replicate_of", "replicate_seeds")
+
+
+def retry(study: Any, failed: Any) -> None:
+    """Enqueue a WAITING copy of the FAIL trial ``failed`` with the same parameters (Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` layout: ``failed_trial``, ``retry_history`` and
+    ``fixed_params`` system attributes), starting from clean user attributes."""
+    import optuna
+
+    system_attrs = {k: v for k, v in failed.system_attrs.items() if k != "retry_history"}
+    system_attrs.setdefault("failed_trial", failed.number)
+    system_attrs["retry_history"] = list(failed.system_attrs.get("retry_history", [])) + [failed.number]
+    system_attrs["fixed_params"] = dict(failed.params) or dict(system_attrs.get("fixed_params", {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+            user_attrs={k: v for k, v in failed.user_attrs.items() if k in RETRY_KEEPS},
+            system_attrs=system_attrs))
 
 
 def close_all() -> None:

@@ -37,12 +37,14 @@ def load(args: argparse.Namespace) -> Any:
     return load_experiment(args.experiment, storage=storage_override(args.storage))
 
 
-def open_store(experiment: Any) -> Any:
+def open_store(experiment: Any, *, read_only: bool = True) -> Any:
     """The experiment's trial store, opened once per command and passed to every step that reads
-    or writes it (one connection pool, one heartbeat setting)."""
+    or writes it (one connection pool, one heartbeat setting). The reading commands (fit, plan,
+    review, report) open it ``read_only``: a store that is not there is an error, never created."""
     from proxy.sweep.store import open_storage
 
-    return open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
+    return open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval,
+                        read_only=read_only)
 
 
 def run_dir(experiment: Any, out: str | None = None) -> Path:

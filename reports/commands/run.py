@@ -18,6 +18,7 @@ from reports.commands.fit import add_common, load, open_store, run_dir
 from reports.commands.train import add_device_argument
 from reports.commands.plan import plan_summary
 from reports.commands.review import review_and_write
+from reports.commands.sweep import add_identity_arguments, with_identity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="local worker processes sharing the store (default: experiment.workers, whose 'auto' "
                         "is one per `threads` CPU cores; 1 for the simulated backend or a named accelerator)")
     add_device_argument(p, default=None)
+    add_identity_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -50,17 +52,17 @@ def _report(experiment: Any, storage: Any, out: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from transfer.ladder import run_ladder
 
-    exp = with_device(load(args), args.device)
+    exp = with_identity(with_device(load(args), args.device), args)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    storage = open_store(exp)
+    storage = open_store(exp, read_only=False)
     progress = None
     if not args.no_progress:
         def progress(p: Any) -> None:
             best = "-" if p.best_loss is None else f"{p.best_loss:.4f}"
             print(f"  {exp.name}/{p.rung}: {p.complete}/{p.requested} trials, best {best}", file=sys.stderr)
     result = run_ladder(exp, mode="plain" if args.plain else "ladder", storage=storage, progress=progress,
-                        workers=args.workers)
+                        workers=args.workers, force=args.force)
     for rec in result.records:
         for a in rec.adjustments:
             if a.reportable:

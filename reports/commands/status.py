@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if not storage_exists(exp.storage):
         print(f"{exp.name}: no trials yet (store {exp.storage} does not exist)")
         return 0
-    storage = open_storage(exp.storage)
+    storage = open_storage(exp.storage, read_only=True)
     book = ledger(storage, exp)
     header = f"{'rung':<12} {'complete':>9} {'diverged':>8} {'failed':>6} {'best loss':>10} " \
              f"{'FLOPs':>10} {'of target':>9}  best params"

@@ -25,7 +25,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="store URL overriding experiment.storage (sqlite:///PATH or postgresql://...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_argument(p, default=None)
+    add_identity_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_identity_arguments(p: argparse.ArgumentParser) -> None:
+    """--new-name and --force: what to do when the store holds rungs swept with other settings."""
+    p.add_argument("--new-name", default=None, metavar="NAME",
+                   help="sweep under this experiment name (a new experiment in the same store): for an "
+                        "edited file whose rungs the store holds under other settings")
+    p.add_argument("--force", action="store_true",
+                   help="keep the trials of rungs swept with other settings and go on (the store records "
+                        "the settings they replaced)")
+
+
+def with_identity(exp, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The experiment under ``--new-name`` (checked like experiment.name), or as it is."""
+    if not getattr(args, "new_name", None):
+        return exp
+    import dataclasses
+
+    from proxy.sweep.fields import _name
+
+    return dataclasses.replace(exp, name=_name(args.new_name, "--new-name"))
 
 
 def storage_override(url: str | None) -> str | None:
@@ -43,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    exp = with_device(load_experiment(args.experiment, storage=storage_override(args.storage)), args.device)
+    exp = with_identity(with_device(load_experiment(args.experiment, storage=storage_override(args.storage)),
+                                    args.device), args)
     workers = resolve_workers(exp, args.workers)
     if args.rung:
         for name in args.rung:
@@ -67,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = run_sweep(exp, rungs=tuple(args.rung) if args.rung else None,
-                            workers=workers, progress=callback)
+                            workers=workers, progress=callback, force=args.force)
     finally:
         for bar in bars.values():
             bar.close()  # type: ignore[attr-defined]
