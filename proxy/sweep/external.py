@@ -16,9 +16,16 @@ tokens``, Kaplan et al. 2020), and every knob (``lr``, ``batch_size``, ...). Kno
 are inferred from the data: integer knobs -> IntDistribution, others -> FloatDistribution,
 on a log scale when every value is positive and max/min >= 10.
 
-The whole file is checked before the store is opened: a missing mapped column, a non-numeric
-value or a NaN loss raises ValueError naming the row (1 = first data row) and column, and the
-store is left untouched.
+The file is read by the ``csv`` module from the raw stream (RFC 4180: a quoted cell may hold
+a newline, a form feed or U+2028), twice: once to check every row before the store is opened,
+once to write. Nothing but a few numbers per rung and a 16-byte digest per row is held in
+memory, so a file of any length imports in bounded memory, and so does the export. A header
+naming a column twice, a missing mapped column, a non-numeric value, a NaN loss, a
+non-positive quantity (loss, lr, batch size, FLOPs, parameters, tokens), a negative
+coefficient, a row repeating another row, or a cell over the csv module's limit raises
+ValueError naming the row (1 = first data row) and column; the store is left untouched. The
+same data imported twice into one experiment (whatever its blank lines, line endings, quoting
+or row order) is refused: the study keeps a digest of the parsed rows, not of the bytes.
 """
 
 from __future__ import annotations
@@ -26,18 +33,25 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from proxy import __version__
 from proxy.sweep import knobs as K
-from proxy.sweep.store import experiment_study_names, open_storage, study_name
+from proxy.sweep.store import check_reachable, open_storage, rdb_storage, study_name
 
 FIELDS = ("loss", "params_total", "params_active", "tokens", "rung", "seed", "diverged",
           "flops") + tuple(k for k in K.KNOBS if k != K.MIX_KNOB)
 REQUIRED = ("loss", "params_total", "tokens")
+# Quantities that are positive by their nature: a zero or negative one is a broken row (a
+# negative FLOPs count would shrink the ledger; a zero lr sends the fits' log axes to NaN).
+POSITIVE = ("loss", "params_total", "params_active", "tokens", "flops", "lr", "init_scale",
+            "batch_size", "n_experts", "top_k")
+NON_NEGATIVE = ("seed", "aux_loss_coef", "z_loss_coef", "warmup_frac", "weight_decay")
 DIVERGED_MARGIN = 0.1  # as in the runner: a diverged row is told worst finite loss + margin
+BATCH_ROWS = 2000      # rows written per statement batch (one transaction for the whole file)
+SOURCE_DIGEST_ATTR = "source_digest"
 
 
 @dataclass(frozen=True)
@@ -49,16 +63,29 @@ class ExternalRow:
 
 
 @dataclass(frozen=True)
+class RungSummary:
+    """What the write pass needs of a rung before its first row: its rows and worst loss."""
+
+    rows: int = 0
+    worst_finite_loss: float = -math.inf
+
+
+@dataclass(frozen=True)
 class ImportPlan:
+    """A checked CSV: its columns and mapping, its rungs in first-seen order, the range of
+    each knob (for the distributions), and a digest of its parsed rows."""
+
     path: str
-    sha256: str
+    digest: str
     columns: tuple[str, ...]
     mapping: Mapping[str, str]      # column -> field
-    rows: tuple[ExternalRow, ...]
+    n_rows: int
+    rung_summaries: Mapping[str, RungSummary] = field(default_factory=dict)
+    knob_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def rungs(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(r.rung for r in self.rows))
+        return tuple(self.rung_summaries)
 
 
 def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
@@ -87,18 +114,41 @@ def _cell_name(params: float, tokens: float) -> str:
     return f"N{params:.4g}-D{tokens:.4g}"
 
 
-def read_runs(path: str | Path, mapping: Mapping[str, str] | None = None) -> ImportPlan:
-    """Parse and check a CSV of runs (see module docstring); touches no store."""
-    path = Path(path)
+def _records(path: Path) -> Iterator[list[str]]:
+    """The CSV's records, header first, parsed from the raw stream; every failure one line."""
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    raw_bytes = path.read_bytes()
-    text = raw_bytes.decode("utf-8-sig")
-    reader = csv.reader(text.splitlines())
+        raise ValueError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    row_no = 0
     try:
-        columns = tuple(next(reader))
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            for row_no, record in enumerate(csv.reader(fh, strict=True)):
+                yield record
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start} of a chunk near row "
+                         f"{row_no + 1})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: row {row_no + 1}: {exc}") from None
+
+
+def _row_digest(record: Sequence[str]) -> bytes:
+    # Cells joined by the ASCII unit separator, which a CSV cell may hold but hardly does;
+    # the length prefix keeps ("a\x1f", "b") and ("a", "\x1fb") apart.
+    text = "".join(f"{len(c)}:{c}\x1f" for c in record)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _header(path: Path, records: Iterator[list[str]], mapping: Mapping[str, str] | None
+            ) -> tuple[tuple[str, ...], dict[str, str]]:
+    try:
+        columns = tuple(next(records))
     except StopIteration:
         raise ValueError(f"{path}: empty file (no header row)") from None
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        if name in seen:
+            raise ValueError(f"{path}: the header names column {name!r} twice (columns "
+                             f"{seen[name] + 1} and {i + 1})")
+        seen[name] = i
     explicit = dict(mapping or {})
     for column in explicit:
         if column not in columns:
@@ -106,224 +156,378 @@ def read_runs(path: str | Path, mapping: Mapping[str, str] | None = None) -> Imp
     full = {c: c for c in columns if c in FIELDS and c not in explicit and c not in explicit.values()}
     full.update(explicit)
     fields_to_col = {f: c for c, f in full.items()}
-    for field in REQUIRED:
-        if field not in fields_to_col:
-            raise ValueError(f"{path}: no column maps to the required field {field!r} "
-                             f"(use --map COLUMN={field})")
-    rows: list[ExternalRow] = []
-    for i, record in enumerate(reader):
-        if not record:
+    for name in REQUIRED:
+        if name not in fields_to_col:
+            raise ValueError(f"{path}: no column maps to the required field {name!r} "
+                             f"(use --map COLUMN={name})")
+    return columns, full
+
+
+def _parse_row(path: Path, row_no: int, raw: Mapping[str, str], fields_to_col: Mapping[str, str]
+               ) -> tuple[str, dict[str, Any]]:
+    """One data row's fields, checked (see module doc); ``row_no`` counts from 1."""
+    from proxy.sweep.fields import NAME_CHARS
+
+    def where(name: str) -> str:
+        return f"{path}: row {row_no}, column {fields_to_col[name]!r}"
+
+    values: dict[str, Any] = {}
+    for name, column in fields_to_col.items():
+        cell = raw[column].strip()
+        if name == "rung":
+            if not cell or set(cell) - NAME_CHARS or cell.startswith(".") or len(cell) > 100:
+                raise ValueError(f"{where(name)}: rung name {cell!r} must be letters, digits and "
+                                 ". _ - + (not starting with a dot, at most 100 characters)")
+            values[name] = cell
+        elif name == "diverged":
+            low = cell.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", ""):
+                raise ValueError(f"{where(name)}: {cell!r} is not true/false")
+            values[name] = low in ("true", "1", "yes")
+        elif name == "loss" and not cell:
+            values[name] = math.nan  # allowed only on a diverged row (checked below)
+        else:
+            values[name] = _number(cell, where(name))
+    diverged = bool(values.get("diverged", False))
+    loss = values["loss"]
+    if not diverged and not math.isfinite(loss):
+        raise ValueError(f"{where('loss')}: loss is {raw[fields_to_col['loss']]!r}; a finite loss "
+                         "is needed unless diverged")
+    for name, value in values.items():
+        if name in ("rung", "diverged") or (name == "loss" and math.isnan(value)):
             continue
+        if not math.isfinite(value):
+            raise ValueError(f"{where(name)}: {name} must be finite, got {raw[fields_to_col[name]]!r}")
+        if name in POSITIVE and value <= 0:
+            raise ValueError(f"{where(name)}: {name} must be positive, got {raw[fields_to_col[name]]!r}")
+        if name in NON_NEGATIVE and value < 0:
+            raise ValueError(f"{where(name)}: {name} must not be negative, got "
+                             f"{raw[fields_to_col[name]]!r}")
+        if name in K.INT_KNOBS + ("seed",):
+            if value != int(value):
+                raise ValueError(f"{where(name)}: {name} must be an integer, got "
+                                 f"{raw[fields_to_col[name]]!r}")
+            values[name] = int(value)
+    values.setdefault("params_active", values["params_total"])
+    if values["params_active"] > values["params_total"]:
+        raise ValueError(f"{where('params_active')}: params_active {values['params_active']:g} "
+                         f"exceeds params_total {values['params_total']:g}")
+    rung = values.get("rung") or _cell_name(values["params_total"], values["tokens"])
+    return rung, values
+
+
+def _rows(path: Path, mapping: Mapping[str, str] | None,
+          digests: dict[bytes, int] | None = None) -> Iterator[ExternalRow | tuple]:
+    """Yield ``(columns, mapping)`` first, then each data row as an ExternalRow. With
+    ``digests`` (row digest -> row number), a row repeating an earlier one raises."""
+    records = _records(path)
+    columns, full = _header(path, records, mapping)
+    yield columns, full
+    fields_to_col = {f: c for c, f in full.items()}
+    for i, record in enumerate(records):
+        if not record or all(not c.strip() for c in record):
+            continue  # a blank line (or one of empty cells) is not a run
         row_no = i + 1
         if len(record) != len(columns):
             raise ValueError(f"{path}: row {row_no} has {len(record)} values, the header {len(columns)}")
+        if digests is not None:
+            key = _row_digest(record)
+            if key in digests:
+                raise ValueError(f"{path}: row {row_no} repeats row {digests[key]} (every cell the "
+                                 "same): remove one, or add a column (a seed) that tells them apart")
+            digests[key] = row_no
         raw = dict(zip(columns, record))
-        values: dict[str, Any] = {}
-        for field, column in fields_to_col.items():
-            where = f"{path}: row {row_no}, column {column!r}"
-            cell = raw[column].strip()
-            if field == "rung":
-                if not cell or "/" in cell:
-                    raise ValueError(f"{where}: rung name {cell!r} must be non-empty without '/'")
-                values[field] = cell
-            elif field == "diverged":
-                low = cell.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no", ""):
-                    raise ValueError(f"{where}: {cell!r} is not true/false")
-                values[field] = low in ("true", "1", "yes")
-            elif field == "loss" and not cell:
-                values[field] = math.nan  # allowed only on a diverged row (checked below)
-            else:
-                values[field] = _number(cell, where)
-        diverged = bool(values.get("diverged", False))
-        loss = values["loss"]
-        if not diverged and not math.isfinite(loss):
-            raise ValueError(f"{path}: row {row_no}, column {fields_to_col['loss']!r}: loss is "
-                             f"{raw[fields_to_col['loss']]!r}; a finite loss is needed unless diverged")
-        for field in ("params_total", "params_active", "tokens"):
-            if field in values and not (math.isfinite(values[field]) and values[field] > 0):
-                raise ValueError(f"{path}: row {row_no}, column {fields_to_col[field]!r}: "
-                                 f"{field} must be a finite positive number, got {raw[fields_to_col[field]]!r}")
-        for field in K.INT_KNOBS + ("seed",):
-            if field in values:
-                if values[field] != int(values[field]):
-                    raise ValueError(f"{path}: row {row_no}, column {fields_to_col[field]!r}: "
-                                     f"{field} must be an integer, got {raw[fields_to_col[field]]!r}")
-                values[field] = int(values[field])
-        for field in K.KNOBS:
-            if field in values and not math.isfinite(values[field]):
-                raise ValueError(f"{path}: row {row_no}, column {fields_to_col[field]!r}: "
-                                 f"{field} must be finite, got {raw[fields_to_col[field]]!r}")
-        values.setdefault("params_active", values["params_total"])
-        rung = values.get("rung") or _cell_name(values["params_total"], values["tokens"])
-        rows.append(ExternalRow(index=i, rung=rung, fields=values, raw=raw))
-    if not rows:
+        rung, values = _parse_row(path, row_no, raw, fields_to_col)
+        yield ExternalRow(index=i, rung=rung, fields=values, raw=raw)
+
+
+def read_runs(path: str | Path, mapping: Mapping[str, str] | None = None) -> ImportPlan:
+    """Parse and check a whole CSV of runs (see module docstring); touches no store and keeps
+    no row in memory."""
+    path = Path(path)
+    digests: dict[bytes, int] = {}
+    rows = _rows(path, mapping, digests)
+    columns, full = next(rows)
+    summaries: dict[str, RungSummary] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    n = 0
+    for r in rows:
+        n += 1
+        f = r.fields
+        s = summaries.get(r.rung, RungSummary())
+        loss = f["loss"]
+        worst = max(s.worst_finite_loss, loss) if math.isfinite(loss) and not f.get("diverged") \
+            else s.worst_finite_loss
+        summaries[r.rung] = RungSummary(rows=s.rows + 1, worst_finite_loss=worst)
+        for knob in K.KNOBS:
+            if knob in f:
+                lo, hi = ranges.get(knob, (f[knob], f[knob]))
+                ranges[knob] = (min(lo, f[knob]), max(hi, f[knob]))
+    if not n:
         raise ValueError(f"{path}: no data rows")
-    return ImportPlan(path=str(path), sha256=hashlib.sha256(raw_bytes).hexdigest(), columns=columns,
-                      mapping=full, rows=tuple(rows))
+    digest = hashlib.sha256("\x1f".join(columns).encode("utf-8", "surrogatepass")
+                            + b"".join(sorted(digests))).hexdigest()
+    return ImportPlan(path=str(path), digest=digest, columns=columns, mapping=full, n_rows=n,
+                      rung_summaries=summaries, knob_ranges=ranges)
 
 
-def _distributions(rows: Sequence[ExternalRow]) -> dict[str, Any]:
+def _distributions(ranges: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
     from optuna.distributions import FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
-    knob_fields = [f for f in K.KNOBS if f != K.MIX_KNOB and any(f in r.fields for r in rows)]
-    for field in knob_fields:
-        vals = [r.fields[field] for r in rows if field in r.fields]
-        lo, hi = min(vals), max(vals)
+    for name in (k for k in K.KNOBS if k in ranges):
+        lo, hi = ranges[name]
         log = lo > 0 and hi / lo >= 10
-        if field in K.INT_KNOBS:
-            out[field] = IntDistribution(int(lo), int(hi), log=log and lo >= 1)
+        if name in K.INT_KNOBS:
+            out[name] = IntDistribution(int(lo), int(hi), log=log and lo >= 1)
         else:
-            out[field] = FloatDistribution(float(lo), float(hi), log=log)
+            out[name] = FloatDistribution(float(lo), float(hi), log=log)
     return out
 
 
 def import_csv(path: str | Path, experiment: str, storage_url: str,
                mapping: Mapping[str, str] | None = None) -> ImportPlan:
-    """Check the whole CSV, then add every row to the store as a COMPLETE trial."""
+    """Check the whole CSV, then add every row to the store as a COMPLETE trial, all rows in
+    one transaction (an import that fails half way leaves no trial behind)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    if not experiment or "/" in experiment:
-        raise ValueError(f"experiment name must be non-empty without '/', got {experiment!r}")
+    from proxy.sweep.fields import _name
+    from proxy.sweep.snapshot import read_study_attrs
+
+    _name(experiment, "--experiment")
+    check_reachable(storage_url)       # a store that cannot be used fails before a long read
     plan = read_runs(path, mapping)
-    dists = _distributions(plan.rows)
+    dists = _distributions(plan.knob_ranges)
     storage = open_storage(storage_url)
-    for name in experiment_study_names(storage, experiment):
-        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-        if attrs.get("source_sha256") == plan.sha256:
-            raise ValueError(f"{plan.path} is already imported into experiment {experiment!r} "
-                             f"(study {name!r})")
+    for name, attrs in read_study_attrs(storage, experiment).items():
+        if attrs.get(SOURCE_DIGEST_ATTR) == plan.digest:
+            raise ValueError(f"{plan.path}: these rows are already imported into experiment "
+                             f"{experiment!r} (study {name!r})")
     source = Path(plan.path).name
+    studies: dict[str, Any] = {}
     for rung in plan.rungs:
-        rows = [r for r in plan.rows if r.rung == rung]
-        finite = [r.fields["loss"] for r in rows if math.isfinite(r.fields["loss"])
-                  and not r.fields.get("diverged")]
-        clipped = (max(finite) if finite else 0.0) + DIVERGED_MARGIN
         study = optuna.create_study(study_name=study_name(experiment, rung), storage=storage,
                                     direction="minimize", load_if_exists=True)
-        study.set_user_attr("experiment", experiment)
-        study.set_user_attr("rung", rung)
-        study.set_user_attr("source", source)
-        study.set_user_attr("source_sha256", plan.sha256)
-        study.set_user_attr("columns", list(plan.columns))
-        study.set_user_attr("mapping", dict(plan.mapping))
-        trials = []
+        for key, value in (("experiment", experiment), ("rung", rung), ("source", source),
+                           ("columns", list(plan.columns)), ("mapping", dict(plan.mapping))):
+            study.set_user_attr(key, value)
+        studies[rung] = study
+
+    def trials() -> Iterator[tuple[int, Any]]:
+        rows = _rows(Path(plan.path), plan.mapping)
+        next(rows)
         for r in rows:
             f = r.fields
             diverged = bool(f.get("diverged", False))
             params = {k: f[k] for k in dists if k in f}
-            knob_values = dict(params)
-            flops = f.get("flops", 6.0 * f["params_active"] * f["tokens"])
+            clipped = plan.rung_summaries[r.rung].worst_finite_loss
+            clipped = (clipped if math.isfinite(clipped) else 0.0) + DIVERGED_MARGIN
             attrs = {
-                "rung": rung, "knobs": knob_values,
+                "rung": r.rung, "knobs": dict(params),
                 "params_total": f["params_total"], "params_active": f["params_active"],
-                "tokens": f["tokens"], "flops": flops, "wall_time_s": None,
-                "final_loss": f["loss"] if math.isfinite(f["loss"]) else None,
+                "tokens": f["tokens"], "flops": f.get("flops", 6.0 * f["params_active"] * f["tokens"]),
+                "wall_time_s": None, "final_loss": f["loss"] if math.isfinite(f["loss"]) else None,
                 "eval_loss_by_domain": {}, "diverged": diverged, "diverged_step": None,
                 "expert_load": None, "seed": int(f.get("seed", 0)), "backend": "external",
                 "toolkit_version": __version__, "source": source, "row_index": r.index,
                 "raw_row": dict(r.raw),
             }
-            trials.append(create_trial(
+            yield studies[r.rung]._study_id, create_trial(
                 state=TrialState.COMPLETE, value=clipped if diverged else f["loss"], params=params,
-                distributions={k: dists[k] for k in params}, user_attrs=attrs))
-        _bulk_add(storage, study._study_id, trials)
+                distributions={k: dists[k] for k in params}, user_attrs=attrs)
+
+    written = _bulk_add(storage, trials())
+    if written != plan.n_rows:   # the file changed between the two reads
+        raise ValueError(f"{plan.path} changed while it was imported ({plan.n_rows} rows checked, "
+                         f"{written} read back); nothing was imported")
+    # The digest last: an import cut short leaves no digest, so it can be run again.
+    for study in studies.values():
+        study.set_user_attr(SOURCE_DIGEST_ATTR, plan.digest)
     return plan
 
 
-def _bulk_add(storage: Any, study_id: int, trials: Sequence[Any]) -> None:
-    """Insert finished trials in one transaction (a few multi-row statements).
+def _bulk_add(storage: Any, trials: Iterator[tuple[int, Any]]) -> int:
+    """Insert finished trials (``(study_id, FrozenTrial)`` pairs) in one transaction, a few
+    multi-row statements per ``BATCH_ROWS`` trials; returns how many.
 
     ``Study.add_trials`` costs tens of ORM round trips per trial (~1.5 min for 2,000 rows on a
     busy CPU); this writes the same rows to Optuna's RDB schema (``trials``, ``trial_values``,
-    ``trial_params``, ``trial_user_attributes``) with the study row locked, numbering the
+    ``trial_params``, ``trial_user_attributes``) with each study row locked, numbering the
     trials after the existing ones, exactly as ``RDBStorage._create_new_trial`` does. The
     export test reads them back through Optuna's public API.
     """
+    import itertools
     import json
 
     import sqlalchemy
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
 
+    t_studies = models.StudyModel.__table__
     t_trials = models.TrialModel.__table__
     t_values = models.TrialValueModel.__table__
     t_params = models.TrialParamModel.__table__
     t_attrs = models.TrialUserAttributeModel.__table__
-    with storage.engine.begin() as con:
-        con.execute(sqlalchemy.select(models.StudyModel.__table__.c.study_id)
-                    .where(models.StudyModel.__table__.c.study_id == study_id).with_for_update())
-        base = con.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(t_trials)
-                           .where(t_trials.c.study_id == study_id)).scalar_one()
-        con.execute(t_trials.insert(), [
-            {"number": base + i, "study_id": study_id, "state": t.state,
-             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
-            for i, t in enumerate(trials)])
-        ids = dict(con.execute(sqlalchemy.select(t_trials.c.number, t_trials.c.trial_id)
-                               .where(t_trials.c.study_id == study_id, t_trials.c.number >= base)).all())
-        values, params, attrs = [], [], []
-        for i, t in enumerate(trials):
-            trial_id = ids[base + i]
-            stored, kind = models.TrialValueModel.value_to_stored_repr(t.value)
-            values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
-            for name, value in t.params.items():
-                dist = t.distributions[name]
-                params.append({"trial_id": trial_id, "param_name": name,
-                               "param_value": dist.to_internal_repr(value),
-                               "distribution_json": distribution_to_json(dist)})
-            for key, value in t.user_attrs.items():
-                attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
-        con.execute(t_values.insert(), values)
-        if params:
-            con.execute(t_params.insert(), params)
-        con.execute(t_attrs.insert(), attrs)
+    next_number: dict[int, int] = {}
+    written = 0
+    with rdb_storage(storage).engine.begin() as con:
+        while batch := list(itertools.islice(trials, BATCH_ROWS)):
+            for study_id in {sid for sid, _ in batch} - set(next_number):
+                con.execute(sqlalchemy.select(t_studies.c.study_id)
+                            .where(t_studies.c.study_id == study_id).with_for_update())
+                next_number[study_id] = con.execute(
+                    sqlalchemy.select(sqlalchemy.func.count()).select_from(t_trials)
+                    .where(t_trials.c.study_id == study_id)).scalar_one()
+            keys = []
+            for study_id, _ in batch:
+                keys.append((study_id, next_number[study_id]))
+                next_number[study_id] += 1
+            con.execute(t_trials.insert(), [
+                {"number": number, "study_id": study_id, "state": t.state,
+                 "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+                for (study_id, number), (_, t) in zip(keys, batch)])
+            ids = {}
+            for study_id in {sid for sid, _ in keys}:
+                numbers = [n for sid, n in keys if sid == study_id]
+                ids.update({(study_id, n): tid for n, tid in con.execute(
+                    sqlalchemy.select(t_trials.c.number, t_trials.c.trial_id)
+                    .where(t_trials.c.study_id == study_id, t_trials.c.number >= min(numbers),
+                           t_trials.c.number <= max(numbers))).all()})
+            values, params, attrs = [], [], []
+            for key, (_, t) in zip(keys, batch):
+                trial_id = ids[key]
+                stored, kind = models.TrialValueModel.value_to_stored_repr(t.value)
+                values.append({"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind})
+                for name, value in t.params.items():
+                    dist = t.distributions[name]
+                    params.append({"trial_id": trial_id, "param_name": name,
+                                   "param_value": dist.to_internal_repr(value),
+                                   "distribution_json": distribution_to_json(dist)})
+                for name, value in t.user_attrs.items():
+                    attrs.append({"trial_id": trial_id, "key": name, "value_json": json.dumps(value)})
+            con.execute(t_values.insert(), values)
+            if params:
+                con.execute(t_params.insert(), params)
+            con.execute(t_attrs.insert(), attrs)
+            written += len(batch)
+    return written
+
+
+_PLAIN_FIELDS = ("final_loss", "diverged", "params_total", "params_active", "tokens", "flops",
+                 "seed", "backend")
+
+# The complete trials of an experiment with the user attributes named in :keys, one row per
+# attribute, a trial's rows together and trials in (study, number) order; read as a stream.
+_TRIAL_ATTRS_SQL = """
+SELECT t.trial_id, t.number, s.study_name, v.value, CAST(v.value_type AS TEXT), u.key, u.value_json
+  FROM trials t JOIN studies s ON s.study_id = t.study_id
+  LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0
+  JOIN trial_user_attributes u ON u.trial_id = t.trial_id
+ WHERE substr(s.study_name, 1, :n) = :prefix AND CAST(t.state AS TEXT) = 'COMPLETE'
+   AND u.key IN :keys
+ ORDER BY s.study_name, t.number, u.key
+"""
+
+_NOT_IMPORTED_SQL = """
+SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id
+ WHERE substr(s.study_name, 1, :n) = :prefix AND CAST(t.state AS TEXT) = 'COMPLETE'
+   AND NOT EXISTS (SELECT 1 FROM trial_user_attributes u
+                    WHERE u.trial_id = t.trial_id AND u.key = 'raw_row')
+"""
+
+_RAW_ROWS_SQL = "SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'raw_row' AND trial_id IN :ids"
+
+
+def _stream_trials(con: Any, experiment: str, keys: Sequence[str]
+                   ) -> Iterator[tuple[int, str, int, float | None, dict[str, Any]]]:
+    """``(trial id, study name, trial number, objective, {key: attribute})`` for each complete
+    trial."""
+    import itertools
+    import json
+
+    import sqlalchemy
+
+    sql = sqlalchemy.text(_TRIAL_ATTRS_SQL).bindparams(sqlalchemy.bindparam("keys", expanding=True))
+    prefix = experiment + "/"
+    result = con.execution_options(stream_results=True, yield_per=1000).execute(
+        sql, {"n": len(prefix), "prefix": prefix, "keys": list(keys)})
+    for trial_id, rows in itertools.groupby(result, key=lambda row: row[0]):
+        rows = list(rows)
+        _, number, name, value, kind, _, _ = rows[0]
+        objective = {"INF_POS": math.inf, "INF_NEG": -math.inf}.get(kind, value)
+        yield trial_id, name, number, objective, {r[5]: json.loads(r[6]) for r in rows}
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name the CSV file to write")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
 
 
 def export_csv(storage_url: str, experiment: str, out: str | Path) -> int:
-    """Write the experiment's trials to CSV; returns the number of rows.
+    """Write the experiment's complete trials to CSV; returns the number of rows.
 
     Imported trials come out with their original columns and cells, in their original order;
-    trials of a sweep come out with one column per attribute (rung, number, knobs, loss, ...).
+    trials of a sweep come out with one column per attribute (rung, number, knobs, loss, ...),
+    and a store holding both writes every trial so, each imported row with its own cells. The
+    trials stream from the store (the rows of an imported file in chunks, in file order), so
+    memory stays bounded whatever the count; the file appears only once it is whole.
     """
-    from optuna.trial import TrialState
+    import json
+    import os
 
-    storage = open_storage(storage_url, read_only=True)
-    names = experiment_study_names(storage, experiment)
-    if not names:
-        raise ValueError(f"no studies of experiment {experiment!r} in {storage_url}")
-    raw_rows: list[tuple[int, dict[str, str]]] = []
-    columns: list[str] | None = None
-    plain: list[dict[str, Any]] = []
-    for name in names:
-        study_id = storage.get_study_id_from_name(name)
-        attrs = storage.get_study_user_attrs(study_id)
-        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
-            a = t.user_attrs
-            if "raw_row" in a and attrs.get("columns"):
-                columns = columns or list(attrs["columns"])
-                raw_rows.append((int(a.get("row_index", 0)), a["raw_row"]))
-            else:
-                row = {"rung": a.get("rung", name[len(experiment) + 1:]), "number": t.number}
-                row.update(a.get("knobs") or t.params)
-                row.update({k: a.get(k) for k in ("final_loss", "diverged", "params_total",
-                                                   "params_active", "tokens", "flops", "seed",
-                                                   "backend")})
-                row["objective"] = t.value
-                plain.append(row)
+    import sqlalchemy
+
+    from proxy.sweep.snapshot import read_study_attrs
+
     out = Path(out)
-    with out.open("w", newline="") as fh:
-        if raw_rows and not plain:
-            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            for _, row in sorted(raw_rows, key=lambda x: x[0]):
-                writer.writerow(row)
-            return len(raw_rows)
-        for _, row in raw_rows:  # mixed store: imported rows in the generic layout too
-            plain.append(dict(row))
-        header = list(dict.fromkeys(k for row in plain for k in row))
-        writer = csv.DictWriter(fh, fieldnames=header, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(plain)
-    return len(plain)
+    _check_out(out)
+    storage = open_storage(storage_url, read_only=True)
+    studies = read_study_attrs(storage, experiment)
+    if not studies:
+        raise ValueError(f"no studies of experiment {experiment!r} in {storage_url}")
+    prefix = experiment + "/"
+    part = out.with_name(out.name + ".part")
+    n = 0
+    try:
+        with rdb_storage(storage).engine.connect() as con, part.open("w", newline="") as fh:
+            column_sets = {tuple(a["columns"]) for a in studies.values() if a.get("columns")}
+            plain = con.execute(sqlalchemy.text(_NOT_IMPORTED_SQL),
+                                {"n": len(prefix), "prefix": prefix}).scalar_one()
+            if not plain and len(column_sets) == 1:
+                writer = csv.DictWriter(fh, fieldnames=list(column_sets.pop()), lineterminator="\n")
+                writer.writeheader()
+                # File order: (row index, trial id) pairs are small; the rows follow in chunks.
+                order = sorted((int(attrs.get("row_index", 0)), tid) for tid, *_, attrs
+                               in _stream_trials(con, experiment, ["row_index"]))
+                sql = sqlalchemy.text(_RAW_ROWS_SQL).bindparams(sqlalchemy.bindparam("ids", expanding=True))
+                for start in range(0, len(order), 500):
+                    chunk = [tid for _, tid in order[start:start + 500]]
+                    rows = dict(con.execute(sql, {"ids": chunk}).all())
+                    writer.writerows(json.loads(rows[tid]) for tid in chunk)
+                    n += len(chunk)
+            else:
+                knob_names = dict.fromkeys(k for *_, attrs in _stream_trials(con, experiment, ["knobs"])
+                                           for k in (attrs.get("knobs") or {}))
+                raw_columns = [c for cols in sorted(column_sets) for c in cols]
+                header = list(dict.fromkeys(["rung", "number", *knob_names, *_PLAIN_FIELDS,
+                                             "objective", *raw_columns]))
+                writer = csv.DictWriter(fh, fieldnames=header, lineterminator="\n")
+                writer.writeheader()
+                keys = ["knobs", "rung", "raw_row", *_PLAIN_FIELDS]
+                for _, name, number, objective, attrs in _stream_trials(con, experiment, keys):
+                    if "raw_row" in attrs:
+                        row = dict(attrs["raw_row"])
+                    else:
+                        row = {"rung": attrs.get("rung", name[len(prefix):]), "number": number,
+                               **(attrs.get("knobs") or {}),
+                               **{k: attrs.get(k) for k in _PLAIN_FIELDS}, "objective": objective}
+                    writer.writerow(row)
+                    n += 1
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+    return n
+

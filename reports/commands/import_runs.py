@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     url = storage_override(args.storage) or default_storage(args.experiment)
     plan = import_csv(args.csv, args.experiment, url, parse_mapping(args.map))
-    print(f"imported {len(plan.rows)} runs into {len(plan.rungs)} rungs of experiment "
+    print(f"imported {plan.n_rows} runs into {len(plan.rungs)} rungs of experiment "
           f"{args.experiment!r} ({url})")
     return 0
