@@ -301,7 +301,10 @@ def test_ctrl_c_stops_the_workers_without_tracebacks(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen([sys.executable, "-m", "reports.cli", "sweep", str(path), "--no-progress",
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True,
+                            # As from a terminal: a job started in the background of a script
+                            # inherits SIGINT ignored, and Python then never raises Ctrl-C.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_running(url, "r0")
         workers = _children(proc.pid)
