@@ -200,11 +200,10 @@ def _schema_lock(url: str, path: Path | None) -> Iterator[None]:
         engine.dispose()
 
 
-def _refuse_non_store(path: Path) -> None:
-    """Before Optuna creates its tables in an existing file: refuse an empty (0-byte) file, which
-    is a store that lost its contents rather than a new one, and someone else's database."""
-    if not path.exists():
-        return
+def _sqlite_tables(path: Path, *, quick_check: bool = False) -> tuple[set[str], str | None]:
+    """The table names of an existing SQLite file, read-only, and with ``quick_check`` the first
+    line of SQLite's ``pragma quick_check`` ("ok" when undamaged). An empty (0-byte) file, or
+    one SQLite cannot read, is a one-line ValueError naming the file."""
     if path.stat().st_size == 0:
         raise ValueError(f"the trial store {path} is an empty file (0 bytes): not a store; remove it "
                          "to start afresh")
@@ -212,10 +211,20 @@ def _refuse_non_store(path: Path) -> None:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
             tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+            check = con.execute("pragma quick_check").fetchone()[0] if quick_check else None
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
         raise ValueError(f"the trial store {path} cannot be read as SQLite: {exc}") from exc
+    return tables, check
+
+
+def _refuse_non_store(path: Path) -> None:
+    """Before Optuna creates its tables in an existing file: refuse an empty (0-byte) file, which
+    is a store that lost its contents rather than a new one, and someone else's database."""
+    if not path.exists():
+        return
+    tables, _ = _sqlite_tables(path)
     if tables and "studies" not in tables:
         raise ValueError(f"{path} is a SQLite database but not a trial store (it has no Optuna tables); "
                          "name another file")
@@ -271,23 +280,12 @@ def check_store(url: str) -> None:
             raise ValueError(f"no trial store at {path} (run `ladder sweep` or `ladder import` first)")
         if not path.is_file():
             raise ValueError(f"storage {url!r} is a folder or a device, not a database file")
-        if path.stat().st_size == 0:
-            raise ValueError(f"the trial store {path} is an empty file (0 bytes): not a store; remove it "
-                             "to start afresh")
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
-            try:
-                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-                if not set(OPTUNA_TABLES) <= tables:
-                    raise ValueError(f"{path} is a SQLite database but not a trial store (it lacks "
-                                     f"{', '.join(t for t in OPTUNA_TABLES if t not in tables)})")
-                check = con.execute("pragma quick_check").fetchone()[0]
-                if check != "ok":
-                    raise ValueError(f"the trial store {path} is damaged: {check}")
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(f"the trial store {path} cannot be read as SQLite: {exc}") from exc
+        tables, check = _sqlite_tables(path, quick_check=True)
+        if not set(OPTUNA_TABLES) <= tables:
+            raise ValueError(f"{path} is a SQLite database but not a trial store (it lacks "
+                             f"{', '.join(t for t in OPTUNA_TABLES if t not in tables)})")
+        if check != "ok":
+            raise ValueError(f"the trial store {path} is damaged: {check}")
         return
     if url.startswith(POSTGRES_PREFIXES):
         import sqlalchemy
