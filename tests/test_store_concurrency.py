@@ -299,12 +299,14 @@ def test_ctrl_c_stops_the_workers_without_tracebacks(tmp_path):
     url = f"sqlite:///{tmp_path / 'trials.db'}"
     path = _write(tmp_path, url, n=4, sleep=6.0)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "reports.cli", "sweep", str(path), "--no-progress",
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True,
-                            # As from a terminal: a job started in the background of a script
-                            # inherits SIGINT ignored, and Python then never raises Ctrl-C.
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # As from a terminal: a job started in the background of a script inherits SIGINT ignored,
+    # and Python then never raises Ctrl-C. The shim restores the default and execs the sweep in
+    # the same process (a preexec_fn would fork this multithreaded test process instead).
+    shim = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", shim, "-m", "reports.cli", "sweep", str(path),
+                             "--no-progress", "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         _wait_running(url, "r0")
         workers = _children(proc.pid)
