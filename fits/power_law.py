@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import statsmodels.api as sm
 
+from fits.axes import check_axes, check_spread
 from fits.intervals import ConfidenceInterval, check_alpha, percentile_interval, t_interval
 
 KINDS = ("mean", "prediction", "bootstrap")
@@ -102,6 +103,7 @@ class TrendFit:
     labels: tuple[str, ...] = ()
     excluded: tuple[tuple[str, str], ...] = ()
     boot_coefs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), compare=False, repr=False)
+    axes: tuple[str, ...] = ()   # the size axes (fits.axes) of the regressors: sizes [, tokens]
 
     @property
     def n(self) -> int:
@@ -122,7 +124,21 @@ class TrendFit:
         ln_k = self.coef[0] - self.coef[1] * self.log_size_mean
         if self.tokens is not None:
             ln_k -= self.coef[2] * self.log_tokens_mean
-        return math.exp(ln_k)
+        try:
+            return math.exp(ln_k)
+        except OverflowError:   # a wild exponent on large sizes: report it, never crash on it
+            return math.inf
+
+    def regressors_of(self, point: Any) -> tuple[float, float | None]:
+        """(size, tokens) of a ``fits.axes.SizePoint`` on this trend's axes."""
+        axes = self.axes or (("params_active", "tokens") if self.tokens is not None else ("params_active",))
+        vals = point.values(axes)
+        return vals[0], (vals[1] if len(vals) > 1 else None)
+
+    def interval_at(self, point: Any, alpha: float = 0.05, kind: str = "widest") -> "TrendInterval":
+        """``interval`` at a ``fits.axes.SizePoint`` (the target), read on this trend's axes."""
+        size, tokens = self.regressors_of(point)
+        return self.interval(size, alpha, kind, tokens=tokens)
 
     def _x0(self, size: float, tokens: float | None) -> np.ndarray:
         if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
@@ -187,7 +203,7 @@ class TrendFit:
         return {n: t_interval(c, s, alpha, self.df) for n, c, s in zip(self.names, self.coef, se)}
 
     def to_dict(self) -> dict:
-        return {"coef": dict(zip(self.names, self.coef)), "cov": [list(r) for r in self.cov],
+        return {"axes": list(self.axes), "coef": dict(zip(self.names, self.coef)), "cov": [list(r) for r in self.cov],
                 "df": self.df, "scale": self.scale, "tau2": self.tau2, "prefactor": self.prefactor,
                 "log_size_mean": self.log_size_mean, "log_tokens_mean": self.log_tokens_mean,
                 "sizes": list(self.sizes), "values": list(self.values),
@@ -199,7 +215,10 @@ class TrendFit:
 
     def summary(self) -> str:
         ci = self.conf_int(0.05)
-        law = f"value = {self.prefactor:.6g} * N^{self.exponent:.6g}"
+        from fits.axes import AXIS_LABELS
+
+        first = AXIS_LABELS.get(self.axes[0], "N") if self.axes else "N"
+        law = f"value = {self.prefactor:.6g} * {first}^{self.exponent:.6g}"
         if self.tokens is not None:
             law += f" * D^{self.coef[2]:.6g}"
         lines = [f"Power-law trend over {self.n} rungs: {law}",
@@ -220,13 +239,16 @@ def _wls_coefs(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 def fit_trend(sizes: Sequence[float], values: Sequence[float], *, value_se: Sequence[float] | None = None,
               tokens: Sequence[float] | None = None, weights: Sequence[float] | None = None,
               rung_samples: Sequence[Sequence[float]] | None = None, n_bootstrap: int = 1000, seed: int = 0,
-              labels: Sequence[str] = (), excluded: Sequence[tuple[str, str]] = ()) -> TrendFit:
+              labels: Sequence[str] = (), excluded: Sequence[tuple[str, str]] = (),
+              axes: Sequence[str] | None = None) -> TrendFit:
     """Fit log(value) = a + b (log size - mean) [+ c (log tokens - mean)] across rungs.
 
     ``sizes``: parameters (total or active, the caller's choice) per rung; ``values``: optimal
     setting per rung (natural units, positive); ``value_se``: standard error of log(value) per
     rung; ``weights``: relative weights instead of ``value_se``; ``rung_samples``: per rung,
-    bootstrap draws of log(value) for the first bootstrap level. See the module docstring.
+    bootstrap draws of log(value) for the first bootstrap level; ``axes``: the names of the
+    regressors (``fits.axes``; default active parameters [and tokens]). A regressor spanning
+    less than ``fits.axes.MIN_SPREAD`` is refused by name. See the module docstring.
     """
     s = _positive_array("sizes", sizes)
     n = s.size
@@ -235,6 +257,13 @@ def fit_trend(sizes: Sequence[float], values: Sequence[float], *, value_se: Sequ
         raise ValueError("give value_se or weights, not both")
     se = None if value_se is None else _positive_array("value_se", value_se, n)
     tok = None if tokens is None else _positive_array("tokens", tokens, n)
+    axes = check_axes(axes if axes is not None else ("params_active",) + (("tokens",) if tok is not None else ()))
+    if len(axes) != 1 + (tok is not None):
+        raise ValueError(f"axes {list(axes)} do not match the regressors (sizes{' and tokens' if tok is not None else ''})")
+    if n >= 2:
+        check_spread(axes[0], s)
+        if tok is not None:
+            check_spread(axes[1], tok)
     lx = np.log(s)
     cols = [np.ones(n), lx - lx.mean()]
     if tok is not None:
@@ -269,7 +298,7 @@ def fit_trend(sizes: Sequence[float], values: Sequence[float], *, value_se: Sequ
                     sizes=tuple(float(a) for a in s), values=tuple(float(a) for a in v),
                     value_se=None if se is None else tuple(float(a) for a in se),
                     tokens=None if tok is None else tuple(float(a) for a in tok), weights=tuple(float(a) for a in w),
-                    labels=tuple(labels), excluded=tuple(excluded), boot_coefs=boot)
+                    labels=tuple(labels), excluded=tuple(excluded), boot_coefs=boot, axes=axes)
 
 
 def _two_level_bootstrap(x, y, w, se, tau2, rung_samples, n_boot, seed) -> np.ndarray:
@@ -311,8 +340,10 @@ def _two_level_bootstrap(x, y, w, se, tau2, rung_samples, n_boot, seed) -> np.nd
 
 @dataclass(frozen=True)
 class Backtest:
-    """Leave-largest-out check: was the largest rung inside the prediction interval of a trend
-    fitted without it? ``log_ratio`` = log(observed / predicted); ``z`` its standardised value."""
+    """Leave-largest-out check: were the rungs at the largest size inside the prediction
+    intervals of a trend fitted without them? The figures are those of the worst of them
+    (``rung``; largest |z|): ``log_ratio`` = log(observed / predicted), ``z`` its standardised
+    value; ``inside`` holds for all ``n_left_out`` of them (each tested at alpha / n_left_out)."""
 
     size: float
     observed: float
@@ -322,42 +353,73 @@ class Backtest:
     inside: bool
     log_ratio: float
     z: float
+    n_left_out: int = 1
+    rung: str = ""
+    sizes_left: int = 0
 
     def to_dict(self) -> dict:
         return {"size": self.size, "observed": self.observed, "predicted": self.predicted,
                 "interval": self.interval.to_dict(), "alpha": self.alpha, "inside": self.inside,
-                "log_ratio": self.log_ratio, "z": self.z}
+                "log_ratio": self.log_ratio, "z": self.z, "n_left_out": self.n_left_out, "rung": self.rung,
+                "sizes_left": self.sizes_left}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Backtest":
         return cls(size=float(d["size"]), observed=float(d["observed"]), predicted=float(d["predicted"]),
                    interval=ConfidenceInterval(float(d["interval"]["low"]), float(d["interval"]["high"])),
                    alpha=float(d["alpha"]), inside=bool(d["inside"]), log_ratio=float(d["log_ratio"]),
-                   z=float(d["z"]))
+                   z=float(d["z"]), n_left_out=int(d.get("n_left_out", 1)), rung=str(d.get("rung", "")),
+                   sizes_left=int(d.get("sizes_left", 0)))
+
+
+SAME_SIZE_RTOL = 1e-6   # rungs whose first regressor agrees to this share one size
+
+
+def distinct_sizes(sizes: Sequence[float]) -> int:
+    """How many different sizes (to ``SAME_SIZE_RTOL``) the rungs have."""
+    out: list[float] = []
+    for v in sorted(float(x) for x in sizes):
+        if not out or v > out[-1] * (1 + SAME_SIZE_RTOL):
+            out.append(v)
+    return len(out)
 
 
 def backtest_leave_largest_out(sizes: Sequence[float], values: Sequence[float], *,
                                value_se: Sequence[float] | None = None, tokens: Sequence[float] | None = None,
-                               weights: Sequence[float] | None = None, alpha: float = 0.05) -> Backtest:
-    """Fit without the largest rung; test its value against the (1 - alpha) prediction interval,
-    which includes that rung's own estimation error when ``value_se`` is given."""
+                               weights: Sequence[float] | None = None, alpha: float = 0.05,
+                               axes: Sequence[str] | None = None, labels: Sequence[str] = ()) -> Backtest:
+    """Fit without every rung at the largest size (of the first regressor; several rungs of an
+    (N, D) grid share it); test each against the prediction interval at alpha / (their number),
+    which includes that rung's own estimation error when ``value_se`` is given. Fewer than three
+    sizes left without them: ValueError (nothing to test the trend with)."""
     s = _positive_array("sizes", sizes)
-    last = int(np.argmax(s))
-    keep = [i for i in range(s.size) if i != last]
+    top = float(s.max())
+    out_idx = [i for i in range(s.size) if s[i] >= top * (1 - SAME_SIZE_RTOL)]
+    keep = [i for i in range(s.size) if i not in out_idx]
+    left = distinct_sizes([s[i] for i in keep])
+    if left < 3:
+        raise ValueError(f"leaving out the {len(out_idx)} rung(s) at the largest size leaves {left} size(s); "
+                         "a backtest needs at least three")
 
     def sub(a):
         return None if a is None else [np.asarray(a, dtype=float)[i] for i in keep]
     fit = fit_trend([s[i] for i in keep], sub(values), value_se=sub(value_se), tokens=sub(tokens),
-                    weights=sub(weights), n_bootstrap=0)
-    own_se = 0.0 if value_se is None else float(np.asarray(value_se, dtype=float)[last])
-    tok = None if tokens is None else float(np.asarray(tokens, dtype=float)[last])
-    iv = fit.interval(float(s[last]), alpha, kind="prediction", tokens=tok, value_se=own_se)
-    observed = float(np.asarray(values, dtype=float)[last])
-    log_ratio = math.log(observed) - iv.log_estimate
-    x0 = fit._x0(float(s[last]), tok)
-    sd = math.sqrt(float(x0 @ np.asarray(fit.cov) @ x0) + fit._new_variance(own_se))
-    return Backtest(size=float(s[last]), observed=observed, predicted=iv.estimate, interval=iv.interval, alpha=alpha,
-                    inside=iv.interval.contains(observed), log_ratio=log_ratio, z=log_ratio / sd)
+                    weights=sub(weights), n_bootstrap=0, axes=axes)
+    a_each = alpha / len(out_idx)
+    results = []
+    for i in out_idx:
+        own_se = 0.0 if value_se is None else float(np.asarray(value_se, dtype=float)[i])
+        tok = None if tokens is None else float(np.asarray(tokens, dtype=float)[i])
+        iv = fit.interval(float(s[i]), a_each, kind="prediction", tokens=tok, value_se=own_se)
+        observed = float(np.asarray(values, dtype=float)[i])
+        log_ratio = math.log(observed) - iv.log_estimate
+        x0 = fit._x0(float(s[i]), tok)
+        sd = math.sqrt(float(x0 @ np.asarray(fit.cov) @ x0) + fit._new_variance(own_se))
+        results.append((abs(log_ratio / sd), i, observed, iv, log_ratio, log_ratio / sd))
+    _, i, observed, iv, log_ratio, z = max(results)
+    return Backtest(size=float(s[i]), observed=observed, predicted=iv.estimate, interval=iv.interval, alpha=a_each,
+                    inside=all(r[3].interval.contains(r[2]) for r in results), log_ratio=log_ratio, z=z,
+                    n_left_out=len(out_idx), rung=labels[i] if len(labels) > i else "", sizes_left=left)
 
 
 @dataclass(frozen=True)

@@ -6,25 +6,36 @@ from typing import Sequence
 
 import numpy as np
 
+from fits.axes import SizePoint, check_axes
 from fits.optimum import RungOptimum
 from fits.power_law import TrendFit, fit_trend
 
 SIZE_FIELDS = ("params_active", "params_total")
 
 
+def rung_point(opt: RungOptimum) -> SizePoint:
+    """A rung's sizes on every axis (compute as 6 N_active D)."""
+    return SizePoint(params_total=opt.params_total, params_active=opt.params_active, tokens=opt.tokens)
+
+
 def trend_from_optima(optima: Sequence[RungOptimum], knob: str, *, size: str = "params_active",
-                      use_tokens: bool = False, n_bootstrap: int = 1000, seed: int = 0) -> TrendFit:
+                      use_tokens: bool = False, axes: Sequence[str] | None = None, n_bootstrap: int = 1000,
+                      seed: int = 0) -> TrendFit:
     """Fit the trend of ``knob``'s optimum across rungs (``fits.power_law.fit_trend``).
 
     Rungs whose optimum is not ``usable`` (edge, not convex, too few points) are left out and
     listed in ``TrendFit.excluded`` with their flags' messages, so a report can say why. Each
     included rung enters with its log optimum, the delta-method standard error as
     ``value_se``, and its seed-bootstrap draws (when any) as the first bootstrap level.
-    ``size``: which parameter count is the trend's regressor (active by default, the count that
-    sets per-token compute in an MoE).
+    ``axes``: the size axes of the regressors (``fits.axes``: one of params_active,
+    params_total, tokens, flops, or a parameter axis with tokens); the older spelling
+    ``size`` [+ ``use_tokens``] gives (size[, tokens]).
     """
-    if size not in SIZE_FIELDS:
-        raise ValueError(f"size must be one of {SIZE_FIELDS}, got {size!r}")
+    if axes is None:
+        if size not in SIZE_FIELDS:
+            raise ValueError(f"size must be one of {SIZE_FIELDS}, got {size!r}")
+        axes = (size,) + (("tokens",) if use_tokens else ())
+    axes = check_axes(axes, f"the {knob!r} trend")
     kept: list[RungOptimum] = []
     excluded: list[tuple[str, str]] = []
     for i, opt in enumerate(optima):
@@ -36,12 +47,18 @@ def trend_from_optima(optima: Sequence[RungOptimum], knob: str, *, size: str = "
         else:
             reasons = "; ".join(f"{f.code}: {f.message}" for f in opt.flags if f.code != "diverged_excluded")
             excluded.append((label, reasons))
-    if len(kept) < 3 + int(use_tokens):
+    if len(kept) < 2 + len(axes):
         raise ValueError(f"only {len(kept)} usable rungs for the {knob!r} trend; excluded: "
                          + ("; ".join(f"{a} ({b})" for a, b in excluded) or "none"))
     logs = [o.log_value(knob) for o in kept]
     samples = [o.log_samples(knob) for o in kept]
-    return fit_trend([getattr(o, size) for o in kept], [float(np.exp(m)) for m, _ in logs],
-                     value_se=[s for _, s in logs], tokens=[o.tokens for o in kept] if use_tokens else None,
-                     rung_samples=samples if any(s.size for s in samples) else None, n_bootstrap=n_bootstrap,
-                     seed=seed, labels=[o.rung or f"rung {i}" for i, o in enumerate(kept)], excluded=excluded)
+    points = [rung_point(o) for o in kept]
+    sizes = [p.value(axes[0]) for p in points]
+    tokens = [p.value(axes[1]) for p in points] if len(axes) > 1 else None
+    try:
+        return fit_trend(sizes, [float(np.exp(m)) for m, _ in logs], value_se=[s for _, s in logs], tokens=tokens,
+                         rung_samples=samples if any(s.size for s in samples) else None, n_bootstrap=n_bootstrap,
+                         seed=seed, labels=[o.rung or f"rung {i}" for i, o in enumerate(kept)], excluded=excluded,
+                         axes=axes)
+    except ValueError as exc:
+        raise ValueError(f"the {knob!r} trend: {exc}") from None

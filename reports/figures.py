@@ -207,6 +207,11 @@ class TrendPanel:
     excluded: tuple[tuple[str, float, float], ...] = ()
     backtest: Backtest | None = None
     why: str = ""
+    target_tokens: float | None = None   # for a trend on (N, D): the line runs to the target's tokens
+
+
+AXIS_TITLES = {"params_active": "active parameters", "params_total": "total parameters",
+               "tokens": "training tokens", "flops": "training compute (FLOPs)"}
 
 
 def _draw_trend(ax: Any, p: TrendPanel) -> None:
@@ -221,9 +226,15 @@ def _draw_trend(ax: Any, p: TrendPanel) -> None:
     grid = np.geomspace(sizes.min() / 1.3, max(p.target_size, sizes.max()) * 1.3, 120)
     mean_lo, mean_hi, pred_lo, pred_hi, line = [], [], [], [], []
     tokens = None
+    # A tokens term: the line runs log-linearly from the rungs' geometric-mean (N, D) to the
+    # target's, so it passes through the target; the rungs are a projection on the N axis.
+    log_n0, log_d0 = float(np.mean(np.log(sizes))), float(tr.log_tokens_mean or 0.0)
+    d_slope = 0.0
+    if tr.tokens is not None and p.target_tokens and abs(math.log(p.target_size) - log_n0) > 1e-12:
+        d_slope = (math.log(p.target_tokens) - log_d0) / (math.log(p.target_size) - log_n0)
     for s in grid:
-        if tr.tokens is not None:   # a tokens term: follow the rungs' tokens, log-linear in size
-            tokens = float(np.exp(np.interp(np.log(s), np.log(sizes), np.log(tr.tokens))))
+        if tr.tokens is not None:
+            tokens = float(np.exp(log_d0 + d_slope * (math.log(s) - log_n0)))
         iv = tr.log_intervals(float(s), 0.05, tokens)
         mean_lo.append(iv["mean"].low)
         mean_hi.append(iv["mean"].high)
@@ -262,7 +273,7 @@ def _draw_trend(ax: Any, p: TrendPanel) -> None:
         ax.errorbar([bt.size * 1.08], [pr], yerr=[[pr - bt.interval.low], [bt.interval.high - pr]], fmt="D",
                     color=COLORS["backtest"], capsize=3, ms=4,
                     label=f"backtest: largest rung predicted without it ({'inside' if bt.inside else 'MISSED'})")
-    ax.set_xlabel(SIZE_LABEL, fontsize=FONT)
+    ax.set_xlabel(AXIS_TITLES.get(tr.axes[0], SIZE_LABEL) if tr.axes else SIZE_LABEL, fontsize=FONT)
     ax.set_ylabel(knob_label(p.knob), fontsize=FONT)
     ax.set_title(title + f" (exponent {tr.exponent:+.3f}, {tr.n} rungs)", fontsize=FONT + 1)
     ax.tick_params(labelsize=SMALL)

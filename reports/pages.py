@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
+from fits.axes import axes_label
 from reports.figures import FONT, SMALL, new_figure
 
 VERDICT_COLORS = {"GO": "#1a7f37", "NO-GO": "#cf222e", "INCONCLUSIVE": "#bf8700"}
@@ -123,7 +124,7 @@ def cover_page(plan: Any, verdict: Any, contents: Sequence[tuple[str, int]] = ()
     w.row(("knob", "value", "80% interval", "95% interval", "how"), xs, weight="bold")
     w.rule()
     for k in plan.knobs:
-        how = k.method if k.exponent is None else f"trend N^{k.exponent:+.3f}"
+        how = k.method if k.exponent is None else f"trend on {axes_label(k.axes)}, exponent {k.exponent:+.3f}"
         w.row((k.name, fmt(k.value), fmt_interval(k.ci80), fmt_interval(k.ci95), f"{how}, {k.kind95}"), xs)
     for c in plan.categorical:
         w.row((c.name, fmt(c.value), "categorical", f"agreement {100 * c.agreement:.0f}% of rungs", ""), xs)
@@ -158,11 +159,11 @@ def cover_page(plan: Any, verdict: Any, contents: Sequence[tuple[str, int]] = ()
                "appendix)", SMALL, width=112)
     w.space(0.6)
     w.text("Target config (what the training script reads)", FONT + 1, weight="bold")
-    model = dict(plan.config.get("model", {}))
+    model = dict(plan.config.get("model") or {})
     keys = ("d_model", "n_layers", "n_heads", "head_dim", "n_experts", "top_k", "d_expert", "seq_len",
             "vocab_size", "parametrization")
-    w.text("model: " + ", ".join(f"{k}={model[k]}" for k in keys if k in model), FONT, family="monospace",
-           width=88)
+    w.text("model: " + (", ".join(f"{k}={model[k]}" for k in keys if k in model) if model else
+                        "none (the target is given by its sizes)"), FONT, family="monospace", width=88)
     hp = plan.config.get("hparams", {})
     w.text("hparams: " + ", ".join(f"{k}={fmt(v)}" for k, v in hp.items()), FONT, family="monospace", width=88)
     w.text(f"tokens: {plan.config.get('tokens', fmt(plan.target.tokens))}", FONT, family="monospace")

@@ -40,6 +40,7 @@ from fits.power_law import Backtest, TrendFit, backtest_leave_largest_out
 from reports import figures as F
 from reports import pages as P
 from reports.review import Verdict
+from transfer.extrapolate import target_point
 from transfer.plan import Plan
 
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": F.FONT, "axes.titlesize": F.FONT + 1,
@@ -101,7 +102,8 @@ def _backtest(d: ReportData, knob: str, trend: TrendFit | None) -> Backtest | No
     if trend is None or trend.n < 4:   # leaving one out must leave a residual degree of freedom
         return None
     try:
-        return backtest_leave_largest_out(trend.sizes, trend.values, value_se=trend.value_se,
+        return backtest_leave_largest_out(trend.sizes, trend.values, value_se=trend.value_se, tokens=trend.tokens,
+                                          axes=trend.axes or None, labels=trend.labels,
                                           alpha=float(d.verdict.policy.get("backtest_alpha", 0.05)))
     except ValueError:
         return None
@@ -114,7 +116,9 @@ def _analysis_pages(d: ReportData) -> list[Any]:
         tr = d.trends.get(k.name)
         excluded = tuple((r, o.params_active, float(o.value(k.name))) for r, o in d.optima.items()
                          if not o.usable and k.name in o.continuous and float(o.value(k.name)) > 0)
-        panels.append(F.TrendPanel(knob=k.name, trend=tr, target_size=d.plan.target.params_active,
+        point = target_point(d.plan.target)
+        size, tokens = tr.regressors_of(point) if tr is not None else (d.plan.target.params_active, None)
+        panels.append(F.TrendPanel(knob=k.name, trend=tr, target_size=size, target_tokens=tokens,
                                    target_name=d.plan.target.name, estimate=k.value,
                                    ci80=(k.ci80.low, k.ci80.high), ci95=(k.ci95.low, k.ci95.high),
                                    excluded=excluded, backtest=_backtest(d, k.name, tr),
@@ -284,7 +288,8 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
     trend_errors: dict[str, str] = dict(fits_doc.get("trend_errors", {}))
     for name in (next(iter(optima.values())).continuous if optima else ()):
         try:
-            trends[name] = trend_from_optima(list(optima.values()), name, seed=0)
+            axes = fits_doc.get("axes", {}).get(name) or ("params_active",)
+            trends[name] = trend_from_optima(list(optima.values()), name, axes=axes, seed=0)
         except ValueError as exc:
             trend_errors[name] = str(exc)
     human = {k.name: (float(k.low), float(k.high), bool(k.log)) for k in experiment.search.box

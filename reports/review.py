@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
 from typing import Any, Mapping
 
 
@@ -218,49 +220,102 @@ def check_interior_rungs(fits: Any, policy: Mapping[str, Any]) -> Check:
                   "rungs", f">= {need} rungs", reason, usable=usable, not_usable=bad)
 
 
+def largest_rungs(fits: Any, sizes: int = 2) -> list[Any]:
+    """The rungs at the ``sizes`` largest active sizes (every rung of an (N, D) grid at them)."""
+    from fits.power_law import SAME_SIZE_RTOL
+
+    levels: list[float] = []
+    for f in sorted(fits.rungs, key=lambda f: -_rung_size(fits, f)):
+        n = _rung_size(fits, f)
+        if not levels or n < levels[-1] * (1 - SAME_SIZE_RTOL):
+            if len(levels) == sizes:
+                break
+            levels.append(n)
+    floor = levels[-1] * (1 - SAME_SIZE_RTOL) if levels else 0.0
+    return [f for f in fits.rungs if _rung_size(fits, f) >= floor]
+
+
+def _rung_size(fits: Any, f: Any) -> float:
+    if f.optimum is not None:
+        return f.optimum.params_active
+    obs = fits.observations.get(f.rung, ())
+    return float(obs[0].params_active) if obs else 0.0
+
+
 def check_edge_largest(fits: Any) -> Check:
-    top = list(fits.rungs)[-2:]
+    top = largest_rungs(fits)
     edge, missing = [], []
     for f in top:
         if f.optimum is None:
-            missing.append(f.rung)
+            missing.append(f"{f.rung}: no optimum ({f.error or 'no trials'})")
         elif "edge" in f.optimum.flag_codes or "not_convex" in f.optimum.flag_codes:
             msgs = [fl.message for fl in f.optimum.flags if fl.code in ("edge", "not_convex")]
             edge.append(f"{f.rung}: {msgs[0]}")
+        elif not f.optimum.usable:   # too few points: no fitted optimum, so no evidence either way
+            msgs = [fl.message for fl in f.optimum.flags if fl.code == "too_few_points"]
+            missing.append(f"{f.rung}: no fitted optimum ({msgs[0] if msgs else 'not usable'})")
     if edge or missing:
-        reason = ("optimum on the box edge (or no interior minimum) on the largest rungs, so the box is drawn "
-                  "wrong there: " + "; ".join(edge + [f"{m}: no optimum" for m in missing]))
+        reason = ("the largest rungs give no evidence that their optimum is inside the box (an edge optimum, no "
+                  "interior minimum, or no fitted optimum): " + "; ".join(edge + missing))
         status = INCONCLUSIVE
     else:
         reason = f"the optima of {', '.join(f.rung for f in top)} lie inside their boxes"
         status = PASS
     return _check("edge_largest", "No edge optimum on the two largest rungs", status, float(len(edge) + len(missing)),
-                  "rungs", "0 of the 2 largest", reason, rungs=[f.rung for f in top])
+                  "rungs", "0 at the 2 largest sizes", reason, rungs=[f.rung for f in top])
+
+
+EXTRAPOLATION_POLICY = {"params_active": "", "params_total": "", "tokens": "_tokens", "flops": "_flops"}
+AXIS_WORDS = {"params_active": "active parameters", "params_total": "total parameters", "tokens": "tokens",
+              "flops": "training FLOPs"}
 
 
 def check_extrapolation(plan: Any, policy: Mapping[str, Any]) -> Check:
-    x, warn, fail = plan.extrapolation_factor, float(policy["extrapolation_warn"]), float(policy["extrapolation_fail"])
-    status = FAIL if x > fail else WARN if x > warn else PASS
-    reason = (f"the target has {_fmt(x)}x the active parameters of the largest rung ({plan.largest_rung})"
-              + {PASS: "", WARN: f", beyond the {warn:g}x the policy trusts without warning",
-                 FAIL: f", beyond the {fail:g}x limit: add larger rungs"}[status])
-    return _check("extrapolation", "Extrapolation factor", status, x, "x", f"warn > {warn:g}x, fail > {fail:g}x", reason)
+    """Per knob and per axis its trend uses, the target's size over that of the largest rung that
+    entered the trend (or the rung the value came from); each axis against its own warn and fail
+    factors (``extrapolation[_tokens|_flops]_warn/_fail``). The worst axis decides."""
+    rows = []
+    for k in plan.knobs:
+        factors = k.extrapolation or {"params_active": plan.extrapolation_factor}
+        for axis, x in factors.items():
+            suffix = EXTRAPOLATION_POLICY.get(axis, "")
+            warn, fail = float(policy[f"extrapolation{suffix}_warn"]), float(policy[f"extrapolation{suffix}_fail"])
+            status = FAIL if x > fail else WARN if x > warn else PASS
+            rows.append((("PASS", "WARN", "FAIL").index(status), x / warn, k, axis, x, warn, fail, status))
+    if not rows:
+        x, warn, fail = plan.extrapolation_factor, float(policy["extrapolation_warn"]), float(policy["extrapolation_fail"])
+        rows.append((0, x / warn, None, "params_active", x, warn, fail, FAIL if x > fail else WARN if x > warn else PASS))
+    _, _, k, axis, x, warn, fail, status = max(rows, key=lambda r: (r[0], r[1]))
+    source = (k.source_rung if k is not None and k.source_rung else plan.largest_rung)
+    what = f"{k.name}'s {'trend' if k is not None and k.method == 'trend' else 'value'}" if k is not None else "the plan"
+    reason = (f"the target has {_fmt(x)}x the {AXIS_WORDS.get(axis, axis)} of {source}, the largest rung behind "
+              f"{what}" + {PASS: "", WARN: f", beyond the {warn:g}x the policy trusts without warning",
+                           FAIL: f", beyond the {fail:g}x limit: add larger rungs"}[status])
+    per = {f"{r[2].name}/{r[3]}" if r[2] is not None else r[3]: r[4] for r in rows}
+    return _check("extrapolation", "Extrapolation factor", status, x, "x",
+                  f"warn > {warn:g}x, fail > {fail:g}x ({AXIS_WORDS.get(axis, axis)})", reason, per_knob_axis=per)
 
 
 def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     from fits.power_law import backtest_leave_largest_out
 
     alpha = float(policy["backtest_alpha"])
-    eligible = {k: t for k, t in fits.trends.items() if t.n >= 4}
+    # Every rung at the largest size is left out; at least three sizes must remain to fit on.
+    from fits.power_law import distinct_sizes
+
+    eligible = {k: t for k, t in fits.trends.items() if distinct_sizes(t.sizes) >= 4 and t.n >= len(t.coef) + 2}
     if not eligible:
+        sizes = max((distinct_sizes(t.sizes) for t in fits.trends.values()), default=0)
         return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, None, "z",
                       f"inside the {1 - alpha:.0%} prediction interval",
-                      "fewer than 4 rungs with interior optima: no trend can be fitted without the largest rung")
+                      f"the trends rest on {sizes} distinct size(s) with interior optima: without the rungs at the "
+                      "largest size fewer than three sizes remain, so no trend can be tested on them")
     # Bonferroni over knobs: the chance that any knob misses by chance stays alpha.
     a = alpha / len(eligible)
     results = {}
     for k, t in eligible.items():
-        results[k] = backtest_leave_largest_out(t.sizes, t.values, value_se=t.value_se, tokens=t.tokens, alpha=a)
+        results[k] = backtest_leave_largest_out(t.sizes, t.values, value_se=t.value_se, tokens=t.tokens, alpha=a,
+                                                axes=t.axes or None, labels=t.labels)
     missed = {k: b for k, b in results.items() if not b.inside}
     # A largest rung whose own optimum is so uncertain that the loss at stake within its 95%
     # interval, curvature * (1.96 se)^2, exceeds max_loss_penalty cannot test the trend: no test,
@@ -271,8 +326,9 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
     vague = {}
     for k, t in eligible.items():
         curv = loss_curvature(list(fits.usable), k)
-        if t.value_se is not None and curv is not None and curv * (1.96 * t.value_se[-1]) ** 2 > limit:
-            vague[k] = (t.value_se[-1], curv * (1.96 * t.value_se[-1]) ** 2)
+        se_top = None if t.value_se is None else t.value_se[int(np.argmax(t.sizes))]
+        if se_top is not None and curv is not None and curv * (1.96 * se_top) ** 2 > limit:
+            vague[k] = (se_top, curv * (1.96 * se_top) ** 2)
     if vague and not missed:
         k, (se, stake) = next(iter(vague.items()))
         return _check("backtest", "Backtest on the largest rung", INCONCLUSIVE, results[k].z, "z",
@@ -281,7 +337,7 @@ def check_backtest(fits: Any, policy: Mapping[str, Any]) -> Check:
                       f"{se:.2f}, {stake:.3g} nats at stake within its 95% interval > {limit:g}); add trials on that rung",
                       knobs={kk: b.to_dict() for kk, b in results.items()})
     worst = max(results, key=lambda k: abs(results[k].z))
-    details = {k: b.to_dict() | {"rung": _tested_rung(eligible[k])} for k, b in results.items()}
+    details = {k: b.to_dict() | {"rung": b.rung or _tested_rung(eligible[k])} for k, b in results.items()}
     # When the trend predicts a knob outside the tested rung's own box and the rung's optimum sits
     # against that edge (within half the prediction interval's log width of it), the box has
     # censored the optimum: its vertex could only land inside, near the edge, and the joint
@@ -329,7 +385,7 @@ def _censored_by_box(b: Any, spec: Any) -> bool:
 
 def _tested_rung(trend: Any) -> str:
     """The rung a leave-largest-out backtest tests: the trend's last (largest usable) rung."""
-    return trend.labels[-1] if trend.labels else ""
+    return trend.labels[int(np.argmax(trend.sizes))] if trend.labels else ""
 
 
 def _tested_box(fits: Any, trend: Any, knob: str) -> Any:
@@ -383,7 +439,12 @@ def check_divergence(plan: Any, fits: Any, policy: Mapping[str, Any]) -> Check:
         return _check("divergence", "Divergences near the planned lr", WARN, None, "fraction", thr,
                       "the learning rate is not searched on the largest rung; divergence cannot be checked")
     trend = fits.trends.get("lr")
-    centre = trend.predict(largest.optimum.params_active) if trend is not None else float(largest.optimum.value("lr"))
+    if trend is not None:
+        from fits.trend import rung_point
+
+        centre = trend.predict(*trend.regressors_of(rung_point(largest.optimum)))
+    else:
+        centre = float(largest.optimum.value("lr"))
     near = [o for o in obs if centre / w <= float(o.knobs["lr"]) <= centre * w]
     if not near:
         return _check("divergence", "Divergences near the planned lr", WARN, None, "fraction", thr,

@@ -72,7 +72,7 @@ def test_interior_rungs_and_edges():
 
 @pytest.mark.parametrize("factor,status", [(15.0, PASS), (100.0, PASS), (150.0, WARN), (1000.0, WARN), (1500.0, FAIL)])
 def test_extrapolation_thresholds(factor, status):
-    plan = SimpleNamespace(extrapolation_factor=factor, largest_rung="r4")
+    plan = SimpleNamespace(extrapolation_factor=factor, largest_rung="r4", knobs=())
     c = check_extrapolation(plan, POLICY)
     assert c.status == status and c.figure == factor and "100x" in c.threshold
 

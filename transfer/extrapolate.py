@@ -4,7 +4,9 @@
 them for ``fits.json``; ``make_plan(experiment, fits)`` builds the ``transfer.plan.Plan``:
 
 * Continuous knob: the power-law trend over the rungs with interior optima
-  (``fits.trend_from_optima``, regressor: active parameters), evaluated at the target; the
+  (``fits.trend_from_optima``) on the knob's size axes (``[fit] axes``, else
+  ``fits.axes.default_axes``: lr on N and D and the batch size on D when the rungs' tokens vary
+  independently of size, every other knob on N), evaluated at the target; the
   reported 80% and 95% intervals are the widest of the mean, prediction and two-level bootstrap
   intervals (``TrendFit.interval(kind="widest")``). Fewer than three usable rungs: the largest
   usable rung's optimum with its own interval (``method="largest_rung"``), or the best trial of
@@ -19,10 +21,13 @@ them for ``fits.json``; ``make_plan(experiment, fits)`` builds the ``transfer.pl
   t = b / se(b) on the trend's degrees of freedom (Yang et al. 2022, "Tensor Programs V").
 * Categorical knob: the level that won on each rung and by how much (best-loss gap of the
   runner-up), the level of the largest rung planned.
-* Loss: ``fits.fit_loss_law_n`` (L(N) = E + A N^-alpha, N active parameters) on each rung's
-  fitted minimum (best observed loss where no surface), or ``fit_loss_law_nd`` when the rungs'
+* Loss: ``fits.fit_loss_law_n`` (L(N) = E + A N^-alpha, N active parameters) on each usable
+  rung's fitted minimum (a rung whose optimum is on an edge or unfitted has only an upper bound
+  of its minimum, so it stays out), or ``fit_loss_law_nd`` when the rungs'
   tokens vary independently of size (>= 6 rungs, tokens over >= 4x, |corr(log N, log D)| < 0.9); intervals are
   percentiles of the bootstrap predictions at the target.
+* Extrapolation: per knob and per axis of its trend, the target's size over the largest size
+  among the rungs that entered that trend (or over the one rung the value came from).
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 from scipy import stats
 
+from fits.axes import AXES, SizePoint, default_axes
 from fits.intervals import ConfidenceInterval
 from fits.loss_law import LossLawFit, fit_loss_law_n, fit_loss_law_nd
 from fits.optimum import RungOptimum
 from fits.power_law import TrendFit
-from fits.trend import trend_from_optima
+from fits.trend import rung_point, trend_from_optima
 from proxy.flops import param_counts, train_flops
 from proxy.sweep import knobs as K
 from transfer.observations import RungFit, fit_rungs, load_observations
@@ -70,6 +76,7 @@ class Fits:
     observations: Mapping[str, Any] = field(repr=False, default_factory=dict)
     records: Mapping[str, Any] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()
+    axes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # knob -> its trend's size axes
 
     @property
     def optima(self) -> list[RungOptimum]:
@@ -132,33 +139,58 @@ def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0) -> F
     optima = [f.optimum for f in rungs if f.optimum is not None]
     trends: dict[str, TrendFit] = {}
     errors: dict[str, str] = {}
+    points = [rung_point(o) for o in optima if o.usable]
+    axes = {}
     for name in (optima[0].continuous if optima else ()):
+        axes[name] = knob_axes(experiment, name, points)
         try:
-            trends[name] = trend_from_optima(optima, name, seed=seed)
+            trends[name] = trend_from_optima(optima, name, axes=axes[name], seed=seed)
         except ValueError as exc:
             errors[name] = str(exc)
-    law, loss_error, notes = _fit_loss(optima, seed)
+    usable = [o for o in optima if o.usable]
+    law, loss_error, notes = _fit_loss(usable, seed)
+    if len(usable) < len(optima):
+        notes.append(f"loss law: fitted on the {len(usable)} rungs with a usable optimum; "
+                     f"{len(optima) - len(usable)} left out (their best loss only bounds their minimum)")
     return Fits(rungs=tuple(rungs), trends=trends, trend_errors=errors, loss_law=law, loss_error=loss_error,
-                observations=obs, records=read_records(experiment, storage), notes=tuple(notes))
+                observations=obs, records=read_records(experiment, storage), notes=tuple(notes), axes=axes)
+
+
+def knob_axes(experiment: Experiment, knob: str, points: list[SizePoint]) -> tuple[str, ...]:
+    """The size axes of ``knob``'s trend: the experiment's ``[fit] axes``, else the defaults."""
+    spec = getattr(experiment, "fit", None)
+    if spec is not None and knob in spec.axes:
+        return tuple(spec.axes[knob])
+    return default_axes(knob, points, spec.size if spec is not None else "params_active")
 
 
 def target_info(experiment: Experiment) -> TargetInfo:
     t = experiment.target
     if t is None:
-        raise ValueError(f"experiment {experiment.name!r} has no [target] table: there is nothing to plan for")
+        p = getattr(experiment, "target_sizes", None)
+        if p is None:
+            raise ValueError(f"experiment {experiment.name!r} has no [target] table (nor --at): there is nothing "
+                             "to plan for")
+        return TargetInfo(name=experiment.target_name, params_total=p.params_total, params_active=p.params_active,
+                          tokens=p.tokens, flops=p.value("flops"), config={})
     counts = param_counts(t.config)
     return TargetInfo(name=t.name, params_total=float(counts.total), params_active=float(counts.active),
                       tokens=float(t.tokens), flops=float(train_flops(t.config, t.tokens)), config=t.config.to_dict())
 
 
+def target_point(target: TargetInfo) -> SizePoint:
+    return SizePoint(params_total=target.params_total, params_active=target.params_active, tokens=target.tokens,
+                     flops=target.flops)
+
+
 def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str, Any]:
     """The ``fits.json`` document (schema in ``transfer.plan``)."""
-    size = target_info(experiment).params_active if experiment.target is not None else None
+    point = target_point(target_info(experiment)) if experiment.has_target else None
     trends = {}
     for name, tr in fits.trends.items():
         d = tr.to_dict()
-        if size is not None:
-            d["target"] = {"ci80": tr.interval(size, 0.20).to_dict(), "ci95": tr.interval(size, 0.05).to_dict()}
+        if point is not None:
+            d["target"] = {"ci80": tr.interval_at(point, 0.20).to_dict(), "ci95": tr.interval_at(point, 0.05).to_dict()}
         trends[name] = d
     rungs = []
     for f in fits.rungs:
@@ -177,6 +209,7 @@ def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str
             law = fits.loss_law.to_dict()
     return _jsonable({"schema_version": SCHEMA_VERSION, "experiment": experiment.name, "rungs": rungs,
                       "trends": trends, "trend_errors": dict(fits.trend_errors),
+                      "axes": {k: list(v) for k, v in fits.axes.items()},
                       "loss_law": law,
                       "loss_error": fits.loss_error, "notes": list(fits.notes),
                       "provenance": provenance_for(experiment, command).to_dict()})
@@ -214,11 +247,16 @@ def _knob_plan(experiment: Experiment, fits: Fits, knob: str, target: TargetInfo
 
     def u(x: float) -> float:
         return math.log(x) if log else x
+    point = target_point(target)
     if trend is not None:
-        i80, i95 = trend.interval(target.params_active, 0.20), trend.interval(target.params_active, 0.05)
+        i80, i95 = trend.interval_at(point, 0.20), trend.interval_at(point, 0.05)
         value, ci80, ci95, k80, k95, method = i95.estimate, i80.interval, i95.interval, i80.kind, i95.kind, "trend"
         exp_ci = trend.conf_int(0.05)["size_exponent"]
         exponent, n_rungs, excluded = trend.exponent, trend.n, trend.excluded
+        axes = trend.axes
+        tops = [max(vals) for vals in ((trend.sizes,) + ((trend.tokens,) if trend.tokens is not None else ()))]
+        extrapolation = {a: point.value(a) / top for a, top in zip(axes, tops)}
+        source = trend.labels[int(np.argmax(trend.sizes))] if trend.labels else ""
     else:
         exponent, exp_ci, excluded = None, None, tuple((f.rung, f.error or "not usable") for f in fits.rungs
                                                        if f.optimum is None or not f.optimum.usable)
@@ -231,6 +269,9 @@ def _knob_plan(experiment: Experiment, fits: Fits, knob: str, target: TargetInfo
             o = fits.optima[-1]
             value, ci80, ci95, n_rungs, method = float(o.best_setting[knob]), box, box, 0, "largest_rung"
         k80 = k95 = "rung"
+        axes = fits.axes.get(knob) or (getattr(getattr(experiment, "fit", None), "size", "params_active"),)
+        extrapolation = {a: point.value(a) / rung_point(o).value(a) for a in axes}
+        source = o.rung
     curv = loss_curvature(usable, knob)
     band = p80 = p95 = None
     if curv is not None and curv > 0:
@@ -243,12 +284,13 @@ def _knob_plan(experiment: Experiment, fits: Fits, knob: str, target: TargetInfo
             lo, hi = u(value) - half, u(value) + half
             band = ConfidenceInterval(math.exp(lo), math.exp(hi)) if log else ConfidenceInterval(lo, hi)
     flat = None
-    if trend is not None and experiment.target.config.parametrization == "mup" and knob in MUP_FLAT_KNOBS:
+    if (trend is not None and experiment.target is not None and experiment.target.config.parametrization == "mup"
+            and knob in MUP_FLAT_KNOBS):
         flat = _flatness(trend)
     return KnobPlan(name=knob, value=float(value), log=log, ci80=ci80, ci95=ci95, kind80=k80, kind95=k95,
                     method=method, exponent=exponent, exponent_ci95=exp_ci, curvature=curv, band=band,
                     band_rel=BAND_REL, penalty80=p80, penalty95=p95, n_rungs=n_rungs, excluded=tuple(excluded),
-                    flatness=flat, box=box)
+                    flatness=flat, box=box, axes=tuple(axes), extrapolation=extrapolation, source_rung=source)
 
 
 def _categorical_plan(fits: Fits, knob: str) -> CategoricalPlan:
@@ -329,11 +371,17 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
     if any(k.name == K.MIX_KNOB for k in experiment.search.box):
         params[K.MIX_KNOB] = {key.split(".", 1)[1]: v for key, v in best.items() if key.startswith("mix_weight.")}
     fixed = {k: v for k, v in experiment.search.fixed.items() if k not in params}
-    setup = K.setup_trial(experiment.target, {k: v for k, v in params.items() if k != K.MIX_KNOB},
-                          fixed | ({K.MIX_KNOB: params[K.MIX_KNOB]} if K.MIX_KNOB in params else {}),
-                          experiment.data)
-    config = {"model": setup.config.to_dict(), "hparams": setup.hparams.to_dict(), "tokens": int(experiment.target.tokens),
-              "train_mix": dict(setup.train_mix)}
+    if experiment.target is None:
+        # A target given by sizes has no model config: the plan is the settings themselves.
+        config = {"model": None, "hparams": _jsonable(dict(fixed) | params), "tokens": int(target.tokens)}
+        notes.append("the target is given by sizes, not a model config: the plan lists the settings, and "
+                     "builds no model config")
+    else:
+        setup = K.setup_trial(experiment.target, {k: v for k, v in params.items() if k != K.MIX_KNOB},
+                              fixed | ({K.MIX_KNOB: params[K.MIX_KNOB]} if K.MIX_KNOB in params else {}),
+                              experiment.data)
+        config = {"model": setup.config.to_dict(), "hparams": setup.hparams.to_dict(),
+                  "tokens": int(experiment.target.tokens), "train_mix": dict(setup.train_mix)}
     adjustments: list[BoxAdjustment] = []
     for f in fits.rungs:
         rec = fits.records.get(f.rung)

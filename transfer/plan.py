@@ -41,7 +41,10 @@ JSON schema of ``runs/<name>/plan.json`` (``schema_version`` "1"; units in brack
                 "penalty95": {"low","high"}|null,  # ... at the ci95 ends
                 "n_rungs": int, "excluded": [{"rung", "reason"}],
                 "flatness": Flatness|null,       # muP zero-slope test, for the knobs expected flat
-                "box": {"low","high"}|null}      # the human's box
+                "box": {"low","high"}|null,      # the human's box
+                "axes": [str],                   # size axes of the trend (fits.axes)
+                "extrapolation": {axis: float}|null,  # target / largest rung of the trend, per axis
+                "source_rung": str}              # largest rung of the trend (or the rung used)
 
     Flatness = {"exponent", "se", "t", "df", "p_value", "alpha", "flat": bool, "statement": str}
     CategoricalPlan = {"name", "value", "per_rung": [RungWinner], "agreement": float [0-1],
@@ -206,6 +209,9 @@ class KnobPlan:
     excluded: tuple[tuple[str, str], ...] = ()
     flatness: Flatness | None = None
     box: ConfidenceInterval | None = None
+    axes: tuple[str, ...] = ("params_active",)
+    extrapolation: Mapping[str, float] | None = None
+    source_rung: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in KNOB_METHODS:
@@ -233,7 +239,9 @@ class KnobPlan:
                 "penalty80": _ci_dict(self.penalty80), "penalty95": _ci_dict(self.penalty95),
                 "n_rungs": self.n_rungs, "excluded": [{"rung": a, "reason": b} for a, b in self.excluded],
                 "flatness": None if self.flatness is None else self.flatness.to_dict(),
-                "box": _ci_dict(self.box)}
+                "box": _ci_dict(self.box), "axes": list(self.axes),
+                "extrapolation": None if self.extrapolation is None else {k: float(v) for k, v in self.extrapolation.items()},
+                "source_rung": self.source_rung}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "KnobPlan":
@@ -245,7 +253,9 @@ class KnobPlan:
                    n_rungs=int(d.get("n_rungs", 0)),
                    excluded=tuple((e["rung"], e["reason"]) for e in d.get("excluded", ())),
                    flatness=None if d.get("flatness") is None else Flatness.from_dict(d["flatness"]),
-                   box=_ci(d.get("box")))
+                   box=_ci(d.get("box")), axes=tuple(d.get("axes", ("params_active",))),
+                   extrapolation=None if d.get("extrapolation") is None else dict(d["extrapolation"]),
+                   source_rung=d.get("source_rung", ""))
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from proxy.flops import train_flops
 from proxy.sweep import knobs as K
 from proxy.sweep.data_table import parse_data
 from proxy.sweep.fields import ExperimentError, _check_keys, _name, _number, _string, _table
-from proxy.sweep.spec import BudgetSpec, DataSpec, KnobSpec, RungSpec
+from proxy.sweep.spec import BudgetSpec, DataSpec, FitSpec, KnobSpec, RungSpec
 from proxy.sweep.store import check_reachable, resolve_url
 
 SAMPLERS = ("tpe", "random", "grid", "qmc", "gp")
@@ -63,8 +63,12 @@ BACKEND_NAMES = ("torch", "jax", "simulated")
 # Review policy defaults (read by transfer.ladder and reports.review; README "The review policy"):
 REVIEW_DEFAULTS: dict[str, Any] = {
     "min_interior_rungs": 4,        # rungs whose optimum is inside the box (not on an edge)
-    "extrapolation_warn": 100.0,    # target/largest-rung active-parameter ratio above which to warn
+    "extrapolation_warn": 100.0,    # target/largest-rung ratio on a parameter axis above which to warn
     "extrapolation_fail": 1000.0,   # ... above which the review fails
+    "extrapolation_tokens_warn": 10.0,    # the same on the tokens axis, where a trend uses it
+    "extrapolation_tokens_fail": 100.0,
+    "extrapolation_flops_warn": 1e4,      # ... and on the compute axis (compute grows as N * D)
+    "extrapolation_flops_fail": 1e6,
     "max_lr_ratio": 4.0,            # width (high/low) of the 95% interval of the target lr
     "max_loss_penalty": 0.01,       # predicted loss penalty (nats) at the 95% interval ends
     "max_budget_fraction": 0.2,     # sweep FLOPs / target FLOPs
@@ -137,6 +141,9 @@ class Experiment:
     precision: str = "fp32"          # proxy.backends.placement: fp32 | tf32 | bf16
     micro_batches: int | str = "auto"   # gradient accumulation: "auto" (proxy.backends.memory) or k
     checkpoint: bool | str = "auto"     # activation checkpointing per block: "auto" or a bool
+    fit: FitSpec = field(default_factory=FitSpec)   # the [fit] table: size axes of the trends
+    target_sizes: Any = None         # fits.axes.SizePoint of a [target] given by sizes, no model
+    target_label: str = "target"     # ... and its name
 
     def rung(self, name: str) -> RungSpec:
         for r in self.rungs:
@@ -146,7 +153,32 @@ class Experiment:
 
     @property
     def target_flops(self) -> float | None:
-        return None if self.target is None else train_flops(self.target.config, self.target.tokens)
+        if self.target is not None:
+            return train_flops(self.target.config, self.target.tokens)
+        return None if self.target_sizes is None else self.target_sizes.value("flops")
+
+    @property
+    def has_target(self) -> bool:
+        return self.target is not None or self.target_sizes is not None
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name if self.target is not None else self.target_label
+
+    def target_point(self) -> Any:
+        """The target's sizes on every axis (``fits.axes.SizePoint``), or None without a target."""
+        from fits.axes import SizePoint
+        from proxy.flops import param_counts
+
+        if self.target is None:
+            return self.target_sizes
+        counts = param_counts(self.target.config)
+        return SizePoint(params_total=float(counts.total), params_active=float(counts.active),
+                         tokens=float(self.target.tokens), flops=float(self.target_flops))
+
+    def with_target_sizes(self, point: Any, name: str = "target") -> "Experiment":
+        """This experiment planned for a target given by sizes (``ladder plan --at``)."""
+        return dataclasses.replace(self, target=None, target_sizes=point, target_label=name)
 
     @property
     def budget_flops(self) -> float | None:
@@ -219,8 +251,38 @@ def _parse_ladder(table: Any) -> tuple[RungSpec, ...]:
     return rungs
 
 
-def _parse_target(table: Any) -> RungSpec:
+TARGET_SIZE_KEYS = ("params_total", "params_active", "tokens", "flops")
+
+
+def _parse_target_sizes(table: Mapping[str, Any]) -> Any:
+    """``[target]`` given by sizes, no model: ``params_total`` (or ``params_active``) and
+    ``tokens``, optionally ``params_active`` (default the total: dense) and ``flops`` (default
+    6 N_active D)."""
+    from fits.axes import point_from_mapping
+
+    _check_keys(table, "target", ("name",) + TARGET_SIZE_KEYS)
+    for key in TARGET_SIZE_KEYS:
+        if key in table:
+            _number(table[key], f"target.{key}", positive=True)
+    if "name" in table:
+        _name(table["name"], "target.name")
+    try:
+        return point_from_mapping({k: float(table[k]) for k in TARGET_SIZE_KEYS if k in table})
+    except ValueError as exc:
+        raise ExperimentError("target", str(exc)) from None
+
+
+def _parse_target(table: Any) -> tuple[RungSpec | None, Any]:
+    """(the target's RungSpec, None) for a model config or preset; (None, its SizePoint) for a
+    target given by sizes alone (``_parse_target_sizes``)."""
     table = _table(table, "target")
+    if "preset" not in table and any(k in table for k in ("params_total", "params_active")):
+        return None, (str(table.get("name", "target")), _parse_target_sizes(table))
+    rung = _parse_target_model(table)
+    return rung, None
+
+
+def _parse_target_model(table: Mapping[str, Any]) -> RungSpec:
     if "preset" in table:
         _check_keys(table, "target", ("preset", "tokens", "batch_size"))
         preset = _string(table["preset"], "target.preset")
@@ -375,10 +437,38 @@ def _parse_review(table: Any) -> dict[str, Any]:
         else:
             _number(value, key, positive=True)
         review[name] = value
-    if review["extrapolation_warn"] > review["extrapolation_fail"]:
-        raise ExperimentError("review.extrapolation_warn", "must be <= extrapolation_fail",
-                              review["extrapolation_warn"])
+    for axis in ("", "_tokens", "_flops"):
+        if review[f"extrapolation{axis}_warn"] > review[f"extrapolation{axis}_fail"]:
+            raise ExperimentError(f"review.extrapolation{axis}_warn", f"must be <= extrapolation{axis}_fail",
+                                  review[f"extrapolation{axis}_warn"])
     return review
+
+
+def _parse_fit(table: Any, box: tuple[KnobSpec, ...]) -> FitSpec:
+    """The ``[fit]`` table (``FitSpec``): ``size`` and ``axes.<knob> = [axis, ...]``."""
+    from fits.axes import PARAM_AXES, check_axes
+
+    table = _table(table, "fit")
+    _check_keys(table, "fit", ("size", "axes"))
+    size = table.get("size", "params_active")
+    if size not in PARAM_AXES:
+        raise ExperimentError("fit.size", f"must be one of {', '.join(PARAM_AXES)}", size)
+    axes = _table(table.get("axes", {}), "fit.axes")
+    searched = [k.name for k in box if not k.categorical]
+    out: dict[str, tuple[str, ...]] = {}
+    for knob, value in axes.items():
+        key = f"fit.axes.{knob}"
+        if searched and knob not in searched:
+            raise ExperimentError(key, f"names a knob that is not searched (searched: {', '.join(searched)})")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ExperimentError(key, "must be an array of axis names", value)
+        try:
+            out[knob] = check_axes(value, key)
+        except ValueError as exc:
+            raise ExperimentError(key, str(exc).split(": ", 1)[-1], value) from None
+    return FitSpec(size=size, axes=out)
 
 
 def _parse_simulated(table: Any) -> Any:
@@ -437,7 +527,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     """Validate a parsed TOML document (see module docstring); creates nothing."""
     base_dir = Path(base_dir)
     _check_keys(doc, "", ("experiment", "ladder", "target", "search", "data", "budget", "review",
-                          "simulated"))
+                          "simulated", "fit"))
     exp = _table(doc.get("experiment", {}), "experiment")
     _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
                                     "heartbeat_interval", "workers", "device", "precision",
@@ -474,7 +564,8 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     if "ladder" not in doc:
         raise ExperimentError("ladder", "is required (preset or rungs)")
     rungs = _parse_ladder(doc["ladder"])
-    target = _parse_target(doc["target"]) if "target" in doc else None
+    target, sized = _parse_target(doc["target"]) if "target" in doc else (None, None)
+    target_label, target_sizes = sized if sized is not None else ("target", None)
     if micro_batches != "auto":
         for r in rungs:
             if r.batch_size % micro_batches:
@@ -491,9 +582,10 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                               f"({search.trials_per_rung})", search.startup_trials)
     _check_box_values(rungs, search, data)
     budget = _parse_budget(doc.get("budget", {}))
-    if budget.max_fraction_of_target is not None and target is None:
+    if budget.max_fraction_of_target is not None and target is None and target_sizes is None:
         raise ExperimentError("budget.max_fraction_of_target", "needs a [target] table")
     review = _parse_review(doc.get("review", {}))
+    fit = _parse_fit(doc.get("fit", {}), search.box)
     simulated = _parse_simulated(doc.get("simulated", {})) if (
         backend == "simulated" or "simulated" in doc) else None
     url = storage or exp.get("storage", f"sqlite:///runs/{name}/trials.db")
@@ -507,7 +599,8 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                       threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
                       search=search, data=data, budget=budget, review=review, simulated=simulated,
                       path=path, sha256=sha256, workers=workers, device=device, precision=precision,
-                      micro_batches=micro_batches, checkpoint=checkpoint)
+                      micro_batches=micro_batches, checkpoint=checkpoint, fit=fit, target_sizes=target_sizes,
+                      target_label=target_label)
 
 
 def _placement(device: Any, precision: Any, dtype: str) -> tuple[str, str]:

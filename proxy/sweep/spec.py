@@ -55,3 +55,12 @@ class BudgetSpec:
 
     max_fraction_of_target: float | None = None
     max_flops: float | None = None
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """The ``[fit]`` table: the parameter axis trends use by default (``size``), and per knob
+    the size axes of its trend (``fits.axes``; knobs not named get ``fits.axes.default_axes``)."""
+
+    size: str = "params_active"
+    axes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
