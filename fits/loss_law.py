@@ -49,6 +49,8 @@ EXPONENT_RANGE = (0.01, 2.0)
 LN_PREFACTOR_MAX = 30.0
 # E is bounded by 0 and by the smallest observed loss; within this share of either it is at a bound.
 E_BOUND_FRACTION = 1e-3
+# A 95% bootstrap interval narrower than this share of its estimate has collapsed.
+COLLAPSED_REL = 1e-6
 
 
 class ConvergenceWarning(UserWarning):
@@ -165,6 +167,16 @@ class LossLawFit:
             v = self.params.get(k)
             if v is not None and (not math.isfinite(v) or v > math.exp(LN_PREFACTOR_MAX)):
                 out.append(f"{k} = {v:.3g} is above e^{LN_PREFACTOR_MAX:g}")
+        if self.boot.size and self.boot.shape[0] >= 10:
+            # A bootstrap whose refits all land on one value has not measured anything: the
+            # optimiser stayed at its start or a parameter sits on a bound (Besiroglu et al. 2024).
+            for i, k in enumerate(self.names):
+                col = self.boot[:, i]
+                col = col[np.isfinite(col)]
+                centre = abs(float(self.params[k])) or 1.0
+                if col.size >= 10 and float(np.quantile(col, 0.975) - np.quantile(col, 0.025)) <= COLLAPSED_REL * centre:
+                    out.append(f"the bootstrap interval of {k} has collapsed (95% width <= {COLLAPSED_REL:g} of "
+                               f"{self.params[k]:.3g}): the data do not pin it down, it sits on a bound")
         if losses is not None and len(losses):
             least, e = float(min(losses)), self.params["E"]
             if e >= least * (1 - E_BOUND_FRACTION):

@@ -7,10 +7,15 @@ rung (``"<experiment>/<rung>"``), so fits, plans and reports read them the same 
 formatting (each trial keeps its raw row as the attribute ``raw_row``).
 
 Columns map to fields with ``column=field`` pairs (``--map bs=batch_size``); a column whose
-name is already a field maps to it by default. Fields: ``loss`` (required, nats),
+name is already a field maps to it by default. A field may also be computed from columns,
+written ``field=expression``: ``batch_size=bs*2048`` (a column times or divided by a number:
+units) and ``rung=moe_name+D`` (columns joined by "-": a rung named by several columns).
+Fields: ``loss`` (required, nats),
 ``params_total`` (required), ``params_active`` (default: params_total, a dense model),
-``tokens`` (required, training tokens), ``rung`` (default: one rung per distinct
-(params_total, tokens) cell, named ``N<params>-D<tokens>``), ``seed``, ``diverged``
+``tokens`` (required, training tokens), ``config`` (a model's name: two configs that share their
+counts stay apart), ``rung`` (default: one rung per distinct (config, params_total,
+params_active, tokens), named ``[<config>-]N<total>[-A<active>]-D<tokens>``; every row of a
+named rung must share its sizes), ``seed``, ``diverged``
 (true/false/1/0; a diverged row may have a NaN loss), ``flops`` (default ``6 * params_active *
 tokens``, Kaplan et al. 2020), and every knob (``lr``, ``batch_size``, ...). Knob distributions
 are inferred from the data: integer knobs -> IntDistribution, others -> FloatDistribution,
@@ -41,8 +46,10 @@ from proxy import __version__
 from proxy.sweep import knobs as K
 from proxy.sweep.store import check_reachable, open_storage, rdb_storage, study_name
 
-FIELDS = ("loss", "params_total", "params_active", "tokens", "rung", "seed", "diverged",
+FIELDS = ("loss", "params_total", "params_active", "tokens", "rung", "config", "seed", "diverged",
           "flops") + tuple(k for k in K.KNOBS if k != K.MIX_KNOB)
+TEXT_FIELDS = ("rung", "config", "diverged")
+KNOB_RANGES_ATTR = "knob_ranges"
 REQUIRED = ("loss", "params_total", "tokens")
 # Quantities that are positive by their nature: a zero or negative one is a broken row (a
 # negative FLOPs count would shrink the ledger; a zero lr sends the fits' log axes to NaN).
@@ -68,6 +75,8 @@ class RungSummary:
 
     rows: int = 0
     worst_finite_loss: float = -math.inf
+    sizes: tuple[float, float, float] | None = None   # (params_total, params_active, tokens)
+    first_row: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,12 +98,16 @@ class ImportPlan:
 
 
 def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
-    """``["bs=batch_size", ...]`` -> ``{"bs": "batch_size"}``; unknown fields raise ValueError."""
+    """``["bs=batch_size", "batch_size=bs*2048", "rung=name+D"]`` -> ``{"bs": "batch_size",
+    "bs*2048": "batch_size", "name+D": "rung"}`` (source -> field; a source is a column or an
+    expression of columns, resolved against the header by ``_sources``); unknown fields raise."""
     mapping: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--map {pair!r}: expected column=field")
+            raise ValueError(f"--map {pair!r}: expected column=field or field=expression")
         column, field = (p.strip() for p in pair.split("=", 1))
+        if column in FIELDS and field not in FIELDS:   # field=expression
+            column, field = field, column
         if field not in FIELDS:
             raise ValueError(f"--map {pair!r}: unknown field {field!r}; fields: {', '.join(FIELDS)}")
         if field in mapping.values():
@@ -110,8 +123,62 @@ def _number(text: str, where: str) -> float:
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
-def _cell_name(params: float, tokens: float) -> str:
-    return f"N{params:.4g}-D{tokens:.4g}"
+@dataclass(frozen=True)
+class Source:
+    """Where a field's value comes from: one column (times ``factor``), or several joined by "-"
+    (a rung name)."""
+
+    label: str
+    columns: tuple[str, ...]
+    factor: float = 1.0
+
+    def text(self, raw: Mapping[str, str]) -> str:
+        return "-".join(raw[c].strip() for c in self.columns)
+
+
+def _source(path: Path, key: str, field: str, columns: Sequence[str]) -> Source:
+    """Resolve a mapping's source (a column name, ``a+b`` for a rung, ``col*k`` or ``col/k``)."""
+    if key in columns:
+        return Source(key, (key,))
+    if "+" in key:
+        parts = tuple(p.strip() for p in key.split("+"))
+        missing = [p for p in parts if p not in columns]
+        if field not in ("rung", "config") or missing:
+            raise ValueError(f"{path}: --map {field}={key}: " + (f"column {missing[0]!r} is not in the header "
+                             f"{list(columns)}" if missing else "joined columns (a+b) name a rung or a config only"))
+        return Source(key, parts)
+    for op in ("*", "/"):
+        if op in key:
+            col, num = (p.strip() for p in key.rsplit(op, 1))
+            try:
+                k = float(num)
+            except ValueError:
+                k = math.nan
+            if col not in columns:
+                raise ValueError(f"{path}: --map {field}={key}: column {col!r} is not in the header {list(columns)}")
+            if not (math.isfinite(k) and k > 0) or field in TEXT_FIELDS:
+                raise ValueError(f"{path}: --map {field}={key}: a unit conversion multiplies or divides a numeric "
+                                 "field by a finite positive number")
+            return Source(key, (col,), k if op == "*" else 1.0 / k)
+    raise ValueError(f"{path}: mapped column {key!r} is not in the header {list(columns)}")
+
+
+def _sources(path: Path, full: Mapping[str, str], columns: Sequence[str]) -> dict[str, Source]:
+    return {f: _source(path, key, f, columns) for key, f in full.items()}
+
+
+def _clean_name(text: str) -> str:
+    from proxy.sweep.fields import NAME_CHARS
+
+    out = "".join(c if c in NAME_CHARS else "_" for c in text.strip()).lstrip(".")
+    return out[:100]
+
+
+def _cell_name(params: float, tokens: float, active: float | None = None, config: str = "") -> str:
+    """A rung named by everything that defines it: [config-]N<total>[-A<active>]-D<tokens>."""
+    name = f"N{params:.6g}" + ("" if active is None or math.isclose(active, params, rel_tol=1e-9)
+                               else f"-A{active:.6g}") + f"-D{tokens:.6g}"
+    return (_clean_name(config) + "-" + name) if config else name
 
 
 def _records(path: Path) -> Iterator[list[str]]:
@@ -150,9 +217,8 @@ def _header(path: Path, records: Iterator[list[str]], mapping: Mapping[str, str]
                              f"{seen[name] + 1} and {i + 1})")
         seen[name] = i
     explicit = dict(mapping or {})
-    for column in explicit:
-        if column not in columns:
-            raise ValueError(f"{path}: mapped column {column!r} is not in the header {list(columns)}")
+    for key, field in explicit.items():
+        _source(path, key, field, columns)   # every mapped source must resolve against the header
     full = {c: c for c in columns if c in FIELDS and c not in explicit and c not in explicit.values()}
     full.update(explicit)
     fields_to_col = {f: c for c, f in full.items()}
@@ -163,18 +229,24 @@ def _header(path: Path, records: Iterator[list[str]], mapping: Mapping[str, str]
     return columns, full
 
 
-def _parse_row(path: Path, row_no: int, raw: Mapping[str, str], fields_to_col: Mapping[str, str]
+def _parse_row(path: Path, row_no: int, raw: Mapping[str, str], sources: Mapping[str, Source]
                ) -> tuple[str, dict[str, Any]]:
     """One data row's fields, checked (see module doc); ``row_no`` counts from 1."""
     from proxy.sweep.fields import NAME_CHARS
 
     def where(name: str) -> str:
-        return f"{path}: row {row_no}, column {fields_to_col[name]!r}"
+        return f"{path}: row {row_no}, column {sources[name].label!r}"
 
     values: dict[str, Any] = {}
-    for name, column in fields_to_col.items():
-        cell = raw[column].strip()
-        if name == "rung":
+    for name, src in sources.items():
+        cell = src.text(raw)
+        if len(src.columns) > 1:   # a name joined from several columns: made safe, not refused
+            cell = _clean_name(cell)
+        if name == "config":
+            if not cell:
+                raise ValueError(f"{where(name)}: the config name is empty")
+            values[name] = cell
+        elif name == "rung":
             if not cell or set(cell) - NAME_CHARS or cell.startswith(".") or len(cell) > 100:
                 raise ValueError(f"{where(name)}: rung name {cell!r} must be letters, digits and "
                                  ". _ - + (not starting with a dot, at most 100 characters)")
@@ -187,32 +259,33 @@ def _parse_row(path: Path, row_no: int, raw: Mapping[str, str], fields_to_col: M
         elif name == "loss" and not cell:
             values[name] = math.nan  # allowed only on a diverged row (checked below)
         else:
-            values[name] = _number(cell, where(name))
+            values[name] = _number(cell, where(name)) * src.factor
     diverged = bool(values.get("diverged", False))
     loss = values["loss"]
     if not diverged and not math.isfinite(loss):
-        raise ValueError(f"{where('loss')}: loss is {raw[fields_to_col['loss']]!r}; a finite loss "
+        raise ValueError(f"{where('loss')}: loss is {sources['loss'].text(raw)!r}; a finite loss "
                          "is needed unless diverged")
     for name, value in values.items():
-        if name in ("rung", "diverged") or (name == "loss" and math.isnan(value)):
+        if name in TEXT_FIELDS or (name == "loss" and math.isnan(value)):
             continue
+        cell = sources[name].text(raw)
         if not math.isfinite(value):
-            raise ValueError(f"{where(name)}: {name} must be finite, got {raw[fields_to_col[name]]!r}")
+            raise ValueError(f"{where(name)}: {name} must be finite, got {cell!r}")
         if name in POSITIVE and value <= 0:
-            raise ValueError(f"{where(name)}: {name} must be positive, got {raw[fields_to_col[name]]!r}")
+            raise ValueError(f"{where(name)}: {name} must be positive, got {cell!r}")
         if name in NON_NEGATIVE and value < 0:
-            raise ValueError(f"{where(name)}: {name} must not be negative, got "
-                             f"{raw[fields_to_col[name]]!r}")
+            raise ValueError(f"{where(name)}: {name} must not be negative, got {cell!r}")
         if name in K.INT_KNOBS + ("seed",):
-            if value != int(value):
-                raise ValueError(f"{where(name)}: {name} must be an integer, got "
-                                 f"{raw[fields_to_col[name]]!r}")
-            values[name] = int(value)
+            if not math.isclose(value, round(value), rel_tol=0, abs_tol=1e-9 * max(1.0, abs(value))):
+                raise ValueError(f"{where(name)}: {name} must be an integer, got {cell!r}"
+                                 + ("" if sources[name].factor == 1.0 else f" (x {sources[name].factor:g})"))
+            values[name] = int(round(value))
     values.setdefault("params_active", values["params_total"])
     if values["params_active"] > values["params_total"]:
         raise ValueError(f"{where('params_active')}: params_active {values['params_active']:g} "
                          f"exceeds params_total {values['params_total']:g}")
-    rung = values.get("rung") or _cell_name(values["params_total"], values["tokens"])
+    rung = values.get("rung") or _cell_name(values["params_total"], values["tokens"], values["params_active"],
+                                            values.get("config", ""))
     return rung, values
 
 
@@ -223,7 +296,7 @@ def _rows(path: Path, mapping: Mapping[str, str] | None,
     records = _records(path)
     columns, full = _header(path, records, mapping)
     yield columns, full
-    fields_to_col = {f: c for c, f in full.items()}
+    sources = _sources(path, full, columns)
     for i, record in enumerate(records):
         if not record or all(not c.strip() for c in record):
             continue  # a blank line (or one of empty cells) is not a run
@@ -237,7 +310,7 @@ def _rows(path: Path, mapping: Mapping[str, str] | None,
                                  "same): remove one, or add a column (a seed) that tells them apart")
             digests[key] = row_no
         raw = dict(zip(columns, record))
-        rung, values = _parse_row(path, row_no, raw, fields_to_col)
+        rung, values = _parse_row(path, row_no, raw, sources)
         yield ExternalRow(index=i, rung=rung, fields=values, raw=raw)
 
 
@@ -258,7 +331,15 @@ def read_runs(path: str | Path, mapping: Mapping[str, str] | None = None) -> Imp
         loss = f["loss"]
         worst = max(s.worst_finite_loss, loss) if math.isfinite(loss) and not f.get("diverged") \
             else s.worst_finite_loss
-        summaries[r.rung] = RungSummary(rows=s.rows + 1, worst_finite_loss=worst)
+        sizes = (f["params_total"], f["params_active"], f["tokens"])
+        if s.sizes is not None and not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(s.sizes, sizes)):
+            raise ValueError(f"{path}: rung {r.rung!r} holds rows of different sizes (row {s.first_row}: "
+                             f"params_total {s.sizes[0]:g}, params_active {s.sizes[1]:g}, tokens {s.sizes[2]:g}; "
+                             f"row {r.index + 1}: {sizes[0]:g}, {sizes[1]:g}, {sizes[2]:g}): a rung is one model "
+                             "and one token count; name rungs by more columns (--map rung=name+D) or leave the "
+                             "rung column unmapped")
+        summaries[r.rung] = RungSummary(rows=s.rows + 1, worst_finite_loss=worst, sizes=sizes,
+                                        first_row=s.first_row or r.index + 1)
         for knob in K.KNOBS:
             if knob in f:
                 lo, hi = ranges.get(knob, (f[knob], f[knob]))
@@ -309,8 +390,11 @@ def import_csv(path: str | Path, experiment: str, storage_url: str,
     for rung in plan.rungs:
         study = optuna.create_study(study_name=study_name(experiment, rung), storage=storage,
                                     direction="minimize", load_if_exists=True)
+        ranges = {k: [float(lo), float(hi), bool(getattr(dists[k], "log", False))]
+                  for k, (lo, hi) in plan.knob_ranges.items() if k in dists}
         for key, value in (("experiment", experiment), ("rung", rung), ("source", source),
-                           ("columns", list(plan.columns)), ("mapping", dict(plan.mapping))):
+                           ("columns", list(plan.columns)), ("mapping", dict(plan.mapping)),
+                           (KNOB_RANGES_ATTR, ranges)):
             study.set_user_attr(key, value)
         studies[rung] = study
 

@@ -1,6 +1,9 @@
 """``ladder fit EXPERIMENT.toml``: per-rung optima and trends from the store; writes fits.json.
 
-Works on a store filled by ``ladder sweep`` / ``ladder run`` or by ``ladder import``. The
+Works on a store filled by ``ladder sweep`` / ``ladder run`` or by ``ladder import``; imported
+runs need no experiment file: ``ladder fit --experiment NAME --storage URL``
+(``proxy.sweep.imported``), with ``--axes``, ``--size`` and (plan, review, report) ``--at`` for
+what a file's ``[fit]`` and ``[target]`` tables would say. The
 helpers here (``run_dir``, ``write_json``, ``load``) are shared by ``plan``, ``review`` and
 ``run``.
 """
@@ -14,12 +17,57 @@ from pathlib import Path
 from typing import Any
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment file (TOML)")
+def add_common(p: argparse.ArgumentParser, *, store_only: bool = True) -> None:
+    p.add_argument("experiment", nargs="?" if store_only else None, metavar="EXPERIMENT.toml",
+                   help="experiment file (TOML)" + ("; or --experiment NAME for imported runs" if store_only else ""))
+    if store_only:
+        p.add_argument("--experiment", dest="experiment_name", default=None, metavar="NAME",
+                       help="an imported experiment in --storage, read without an experiment file")
     p.add_argument("--storage", default=None, help="store URL overriding experiment.storage")
     p.add_argument("--out", default=None,
                    help="folder for the JSON artifacts (default: the store's folder for SQLite, "
                         "else runs/<name>/ beside the experiment file)")
+    p.add_argument("--axes", action="append", default=[], metavar="KNOB=AXIS[+AXIS]",
+                   help="size axes of a knob's trend: params_active, params_total, tokens, flops, or a "
+                        "parameter axis with tokens (lr=params_total+tokens); repeatable; overrides [fit] axes")
+    p.add_argument("--size", default=None, choices=("params_active", "params_total"),
+                   help="the parameter axis of the default trends (overrides [fit] size)")
+    p.add_argument("--at", action="append", default=[], metavar="AXIS=VALUE[,AXIS=VALUE]",
+                   help="plan for a target given by sizes: params_total, tokens, and optionally params_active "
+                        "and flops (--at params_total=7e9,tokens=1.4e12); overrides [target]")
+
+
+def parse_axes(items: list[str]) -> dict[str, tuple[str, ...]]:
+    """``["lr=params_total+tokens", "batch_size=tokens"]`` -> {knob: axes}, each checked."""
+    from fits.axes import check_axes
+
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--axes {item!r}: expected KNOB=AXIS[+AXIS]")
+        knob, axes = (x.strip() for x in item.split("=", 1))
+        out[knob] = check_axes([a.strip() for a in axes.split("+")], f"--axes {item}")
+    return out
+
+
+def parse_at(items: list[str]) -> Any:
+    """``["params_total=7e9,tokens=1.4e12"]`` -> a ``fits.axes.SizePoint`` (None when empty)."""
+    from fits.axes import point_from_mapping
+
+    if not items:
+        return None
+    values: dict[str, float] = {}
+    for part in (p for item in items for p in item.split(",") if p.strip()):
+        if "=" not in part:
+            raise ValueError(f"--at {part!r}: expected AXIS=VALUE")
+        key, text = (x.strip() for x in part.split("=", 1))
+        if key not in ("params_total", "params_active", "tokens", "flops"):
+            raise ValueError(f"--at {part!r}: unknown size {key!r}; give params_total, params_active, tokens, flops")
+        try:
+            values[key] = float(text)
+        except ValueError:
+            raise ValueError(f"--at {part!r}: {text!r} is not a number") from None
+    return point_from_mapping(values)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +79,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load(args: argparse.Namespace) -> Any:
+    """The experiment of a command: its file, or (``--experiment NAME``) the imported runs in
+    ``--storage``; then ``--axes``, ``--size`` and ``--at`` applied."""
+    import dataclasses
+
     from proxy.sweep.experiment import load_experiment
     from reports.commands.sweep import storage_override
 
-    return load_experiment(args.experiment, storage=storage_override(args.storage))
+    name = getattr(args, "experiment_name", None)
+    if name is not None and args.experiment is not None:
+        raise ValueError("give an experiment file or --experiment NAME, not both")
+    if name is not None:
+        from proxy.sweep.imported import experiment_from_store
+
+        if args.storage is None:
+            from reports.commands.import_runs import default_storage
+
+            url = default_storage(name)
+        else:
+            url = storage_override(args.storage)
+        exp = experiment_from_store(name, url)
+    elif args.experiment is None:
+        raise ValueError("name an experiment file, or --experiment NAME --storage URL for imported runs")
+    else:
+        exp = load_experiment(args.experiment, storage=storage_override(args.storage))
+    axes = parse_axes(getattr(args, "axes", []) or [])
+    size = getattr(args, "size", None)
+    if axes or size:
+        exp = dataclasses.replace(exp, fit=dataclasses.replace(exp.fit, axes=dict(exp.fit.axes) | axes,
+                                                                 size=size or exp.fit.size))
+    at = parse_at(getattr(args, "at", []) or [])
+    if at is not None:
+        exp = exp.with_target_sizes(at)
+    return exp
 
 
 def open_store(experiment: Any, *, read_only: bool = True) -> Any:

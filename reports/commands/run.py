@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Run the whole pipeline of an experiment file: the ladder-aware sweep "
                                           "(re-centred boxes, extrapolated first trials, edge widening), fits.json, "
                                           "plan.json, review.json and the PDF report. Resumable at every step.")
-    add_common(p)
+    add_common(p, store_only=False)
     p.add_argument("--plain", action="store_true", help="plain per-rung search of the human's box (for comparison)")
     p.add_argument("--no-report", action="store_true", help="skip the PDF report")
     p.add_argument("--no-progress", action="store_true", help="no per-trial progress lines")
