@@ -6,11 +6,15 @@ Public API:
     Backtest, predict_from_parameter_draws, DrawPrediction           trends across rungs (fits.power_law)
     trend_from_optima                                                 trend from RungOptimum objects (fits.trend)
     fit_loss_law_n, fit_loss_law_nd, LossLawFit                       loss laws (fits.loss_law)
+    fit_compute_optimal, ComputeOptimalFit, ComputeOptimalPrediction,
+    BudgetFit, group_budgets                                          isoFLOP laws (fits.compute_optimal)
     ConfidenceInterval                                                (fits.intervals)
     simulate_ladder, SimulatedLadder                                  ladders with known truth (fits.calibration)
 """
 
 from fits.calibration import SimulatedLadder, simulate_ladder, target_truth
+from fits.compute_optimal import (BudgetFit, ComputeOptimalFit, ComputeOptimalPrediction, fit_compute_optimal,
+                                  group_budgets)
 from fits.intervals import ConfidenceInterval
 from fits.loss_law import ConvergenceWarning, LossLawFit, fit_loss_law_n, fit_loss_law_nd
 from fits.observation import Observation
@@ -20,8 +24,9 @@ from fits.power_law import (Backtest, DrawPrediction, TrendFit, TrendInterval, b
 from fits.trend import trend_from_optima
 
 __all__ = [
-    "Backtest", "CategoricalChoice", "ConfidenceInterval", "ConvergenceWarning", "DrawPrediction", "Flag",
-    "KnobSpec", "LossLawFit", "Observation", "RungOptimum", "SimulatedLadder", "TrendFit", "TrendInterval",
-    "backtest_leave_largest_out", "fit_loss_law_n", "fit_loss_law_nd", "fit_optimum", "fit_trend",
+    "Backtest", "BudgetFit", "CategoricalChoice", "ComputeOptimalFit", "ComputeOptimalPrediction",
+    "ConfidenceInterval", "ConvergenceWarning", "DrawPrediction", "Flag", "KnobSpec", "LossLawFit", "Observation",
+    "RungOptimum", "SimulatedLadder", "TrendFit", "TrendInterval", "backtest_leave_largest_out",
+    "fit_compute_optimal", "fit_loss_law_n", "fit_loss_law_nd", "fit_optimum", "fit_trend", "group_budgets",
     "predict_from_parameter_draws", "simulate_ladder", "target_truth", "trend_from_optima",
 ]

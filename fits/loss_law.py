@@ -25,7 +25,7 @@ import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
@@ -205,6 +205,8 @@ class LossLawFit:
                "n_boot_unconverged": self.n_boot_unconverged}
         if self.form == "ND":
             out["compute_optimal_exponent"] = self.compute_optimal_exponent
+        # The draws themselves, so a plan made from fits.json needs no refit (non-finite as null).
+        out["boot"] = [[float(v) if math.isfinite(v) else None for v in row] for row in self.boot]
         if self.boot.size:
             out["ci95"] = {k: v.to_dict() for k, v in self.conf_int(0.05).items()}
             # Prefactors are spread over orders of magnitude when the data pin them down poorly (a
@@ -215,6 +217,17 @@ class LossLawFit:
                                       ddof=1))
                          for k, v in self.boot_table().items()}
         return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LossLawFit":
+        """The inverse of ``to_dict`` (bootstrap draws included when stored)."""
+        m = 5 if d["form"] == "ND" else 3
+        rows = [[math.nan if v is None else float(v) for v in r] for r in d.get("boot") or []]
+        boot = np.asarray(rows, dtype=float).reshape(-1, m) if rows else np.zeros((0, 0))
+        return cls(form=d["form"], params={k: float(v) for k, v in d["params"].items()},
+                   objective=float(d["objective"]), grad_norm=float(d["grad_norm"]), converged=bool(d["converged"]),
+                   n=int(d["n"]), huber_delta=float(d["huber_delta"]), boot=boot,
+                   n_boot_unconverged=int(d.get("n_boot_unconverged", 0)))
 
     def summary(self) -> str:
         law = "E + A N^-alpha" + (" + B D^-beta" if self.form == "ND" else "")

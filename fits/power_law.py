@@ -211,7 +211,26 @@ class TrendFit:
                 "tokens": None if self.tokens is None else list(self.tokens), "labels": list(self.labels),
                 "excluded": [{"label": a, "reason": b} for a, b in self.excluded],
                 "ci95": {k: v.to_dict() for k, v in self.conf_int(0.05).items()},
-                "n_bootstrap": int(self.boot_coefs.shape[0])}
+                "weights": list(self.weights), "n_bootstrap": int(self.boot_coefs.shape[0]),
+                "boot_coefs": [list(map(float, r)) for r in self.boot_coefs]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrendFit":
+        """The inverse of ``to_dict`` (the bootstrap draws included), so a plan can be made from
+        ``fits.json`` without refitting."""
+        def tup(x):
+            return None if x is None else tuple(float(v) for v in x)
+        names = ("intercept", "size_exponent", "tokens_exponent")
+        coef = tuple(float(d["coef"][n]) for n in names if n in d["coef"])
+        boot = np.asarray(d.get("boot_coefs") or np.zeros((0, len(coef))), dtype=float).reshape(-1, len(coef))
+        return cls(coef=coef, cov=tuple(tuple(float(v) for v in r) for r in d["cov"]), df=int(d["df"]),
+                   scale=float(d["scale"]), tau2=None if d.get("tau2") is None else float(d["tau2"]),
+                   log_size_mean=float(d["log_size_mean"]),
+                   log_tokens_mean=None if d.get("log_tokens_mean") is None else float(d["log_tokens_mean"]),
+                   sizes=tup(d["sizes"]), values=tup(d["values"]), value_se=tup(d.get("value_se")),
+                   tokens=tup(d.get("tokens")), weights=tup(d["weights"]), labels=tuple(d.get("labels", ())),
+                   excluded=tuple((e["label"], e["reason"]) for e in d.get("excluded", ())), boot_coefs=boot,
+                   axes=tuple(d.get("axes", ())))
 
     def summary(self) -> str:
         ci = self.conf_int(0.05)

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "import_runs",
     "export_runs",
     "fit",
+    "isoflop",
     "plan",
     "review",
     "run",
