@@ -93,6 +93,7 @@ def _hline(x0: float, x1: float, y: float) -> Any:
 CONTENTS = {
     "sweeps": "each rung's trials, fitted surface, optimum with its interval, near-optimal band, boxes",
     "trends and loss law": "each planned knob against size with bands, the backtest, the target; the loss law",
+    "compute-optimal size": "the rungs' isoFLOP curves and N_opt(C) with its bands, at the target's FLOPs",
     "checks": "every review check: status, measured figure, threshold, reason",
     "diagnostics": "expert load, divergences, how the ladder moved the human's box, data mix",
     "appendix": "provenance and every trial",

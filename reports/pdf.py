@@ -74,6 +74,7 @@ class ReportData:
     mix: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     mix_note: str = ""
     notes: tuple[str, ...] = ()
+    compute_optimal: Any = None      # fits.compute_optimal.ComputeOptimalFit, when the rungs form isoFLOP curves
 
 
 # --- Pages ----------------------------------------------------------------------------------
@@ -135,6 +136,25 @@ def _analysis_pages(d: ReportData) -> list[Any]:
     return [F.analysis_page(panels[i:i + 2]) for i in range(0, len(panels), 2)]
 
 
+def _compute_page(d: ReportData) -> Any:
+    """The rungs' isoFLOP curves and the N_opt(C) law with the target's budget
+    (``reports.compute_figure``), titled with the plan's statement."""
+    from reports.compute_figure import isoflop_figure
+    from transfer.extrapolate import isoflop_points
+
+    co, target = d.compute_optimal, d.plan.target
+    c, n, _, loss = isoflop_points([o for o in d.optima.values() if o.usable])
+    fig = isoflop_figure(co, c, n, loss, at=target.flops, at_interval=co.predict(target.flops).n_opt)
+    fig.set_size_inches(F.PAGE[1], F.PAGE[0])   # landscape: the two panels side by side
+    statement = d.plan.compute_optimal.statement if d.plan.compute_optimal is not None else ""
+    import textwrap
+
+    fig.suptitle("Compute-optimal size (isoFLOP curves, Hoffmann et al. 2022 Approach 2)\n"
+                 + "\n".join(textwrap.wrap(statement, 150)), fontsize=F.SMALL + 1)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.86, bottom=0.1, wspace=0.3)
+    return fig
+
+
 def _diagnostics_page(d: ReportData) -> Any:
     rungs = list(d.observations)
     knob = next(iter(d.human_box), "")
@@ -189,6 +209,8 @@ def build_pages(d: ReportData) -> list[tuple[str, Any]]:
     """(section, Figure) for every page, in report order (see the module docstring)."""
     pages: list[tuple[str, Any]] = [("sweeps", f) for f in _sweep_pages(d)]
     pages += [("trends and loss law", f) for f in _analysis_pages(d)]
+    if d.compute_optimal is not None:
+        pages.append(("compute-optimal size", _compute_page(d)))
     pages.append(("checks", P.checks_page(d.verdict)))
     pages.append(("diagnostics", _diagnostics_page(d)))
     prov = d.plan.provenance.to_dict()
@@ -300,7 +322,15 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
                       trends=trends, trend_errors=trend_errors, rung_errors={f.rung: f.error for f in rungs if f.error},
                       loss_law=_loss_law(fits_doc.get("loss_law")), loss_error=fits_doc.get("loss_error", ""),
                       boxes=boxes, categorical=tuple(k.name for k in experiment.search.box if k.categorical),
-                      mix=mix, mix_note=mix_note, notes=tuple(fits_doc.get("notes", ())))
+                      mix=mix, mix_note=mix_note, notes=tuple(fits_doc.get("notes", ())),
+                      compute_optimal=_isoflop(list(optima.values())) if plan.compute_optimal is not None else None)
+
+
+def _isoflop(optima: list[RungOptimum]) -> Any:
+    """The compute-optimal fit the plan made (refitted: its laws are cheap, seeded as in fit_all)."""
+    from transfer.extrapolate import fit_isoflop
+
+    return fit_isoflop([o for o in optima if o.usable], 0)[0]
 
 
 def _loss_law(d: Mapping[str, Any] | None) -> LossLawFit | None:

@@ -209,3 +209,49 @@ def test_steplaw_from_import_to_a_plan_at_7b_with_no_experiment_file(tmp_path, m
     review = json.loads((tmp_path / "runs" / "steplaw" / "review.json").read_text())
     ext = next(c for c in review["checks"] if c["name"] == "extrapolation")
     assert "tokens" in ext["reason"]   # 1.4T is 14x the largest swept D: the tokens axis is checked
+
+
+def test_rungs_on_isoflop_curves_give_the_plan_a_compute_optimal_size(tmp_path, monkeypatch):
+    """Rungs laid out on four compute budgets (five sizes each) of a known L(N, D) = 1.7 +
+    400 N^-0.34 + 410 D^-0.28: the plan's compute-optimal exponent covers beta / (alpha + beta)
+    and its N_opt at the target's FLOPs covers the closed form of Hoffmann et al. (2022), eq. 4."""
+    from fits.axes import SizePoint
+    from fits.compute_optimal import true_compute_optimal
+    from proxy.sweep.imported import experiment_from_store
+    from proxy.sweep.store import open_storage
+    from transfer.extrapolate import fit_all, ledger_summary, make_plan
+
+    law = dict(A=400.0, alpha=0.34, B=410.0, beta=0.28)
+    rng = np.random.default_rng(3)
+    with open(tmp_path / "iso.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["N", "D", "lr", "loss"])
+        for c in (1e17, 1e18, 1e19, 1e20):
+            n_opt = float(true_compute_optimal(c, **law))
+            for n in n_opt * np.exp(np.linspace(-1.6, 1.6, 5)):
+                d = c / (6 * n)
+                floor = 1.7 + law["A"] * n ** -law["alpha"] + law["B"] * d ** -law["beta"]
+                for x in np.linspace(-1.5, 1.5, 7):
+                    w.writerow([n, d, _lr_star(n) * math.exp(x), floor + 0.05 * x ** 2 + rng.normal(0, 0.001)])
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", "iso.csv", "--experiment", "iso", "--map", "N=params_total", "--map", "D=tokens"]) == 0
+    url = f"sqlite:///{tmp_path / 'runs' / 'iso' / 'trials.db'}"
+    target = 1e22
+    n_true = float(true_compute_optimal(target, **law))
+    exp = experiment_from_store("iso", url).with_target_sizes(SizePoint(params_total=n_true, params_active=n_true,
+                                                                       tokens=target / (6 * n_true)))
+    storage = open_storage(url, read_only=True)
+    fits = fit_all(exp, storage)
+    assert fits.compute_optimal is not None, fits.compute_error
+    co = make_plan(exp, fits, ledger_summary(exp, storage)).compute_optimal
+    assert co.n_budgets == 4 and co.a_ci95.contains(0.28 / 0.62)
+    assert co.n_opt_ci95.contains(n_true) and "inside the interval" in co.statement
+    # The same from the command line, and the report draws the isoFLOP page with that statement.
+    at = f"params_total={n_true:.6g},tokens={target / (6 * n_true):.6g}"
+    assert main(["review", "--experiment", "iso", "--at", at]) == 0
+    assert main(["report", "--experiment", "iso", "--at", at]) == 0
+    from test_report import pdf_pages
+
+    pages = pdf_pages(tmp_path / "runs" / "iso" / "report.pdf")
+    page = next(p for p in pages if "Compute-optimal size (isoFLOP curves" in p)
+    assert "compute-optimal size" in pages[0] and "inside the interval" in page

@@ -49,8 +49,8 @@ from fits.trend import rung_point, trend_from_optima
 from proxy.flops import param_counts, train_flops
 from proxy.sweep import knobs as K
 from transfer.observations import RungFit, fit_rungs, load_observations
-from transfer.plan import (SCHEMA_VERSION, BoxAdjustment, CategoricalPlan, Flatness, KnobPlan, LedgerSummary,
-                           LossPrediction, Plan, RungWinner, TargetInfo, _jsonable, provenance_for)
+from transfer.plan import (SCHEMA_VERSION, BoxAdjustment, CategoricalPlan, ComputeOptimalPlan, Flatness, KnobPlan,
+                           LedgerSummary, LossPrediction, Plan, RungWinner, TargetInfo, _jsonable, provenance_for)
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -77,6 +77,8 @@ class Fits:
     records: Mapping[str, Any] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()
     axes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # knob -> its trend's size axes
+    compute_optimal: Any = None      # fits.compute_optimal.ComputeOptimalFit when the rungs form isoFLOP curves
+    compute_error: str = ""
 
     @property
     def optima(self) -> list[RungOptimum]:
@@ -152,8 +154,33 @@ def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0) -> F
     if len(usable) < len(optima):
         notes.append(f"loss law: fitted on the {len(usable)} rungs with a usable optimum; "
                      f"{len(optima) - len(usable)} left out (their best loss only bounds their minimum)")
+    co, co_error = fit_isoflop(usable, seed)
     return Fits(rungs=tuple(rungs), trends=trends, trend_errors=errors, loss_law=law, loss_error=loss_error,
-                observations=obs, records=read_records(experiment, storage), notes=tuple(notes), axes=axes)
+                observations=obs, records=read_records(experiment, storage), notes=tuple(notes), axes=axes,
+                compute_optimal=co, compute_error=co_error)
+
+
+COMPUTE_BOOTSTRAP = 500
+
+
+def isoflop_points(usable: list[RungOptimum]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Each usable rung as an isoFLOP point: (C = 6 N_active D, N_active, D, its minimum loss)."""
+    n, d, loss = _loss_points(usable)
+    return [6.0 * a * b for a, b in zip(n, d)], n, d, loss
+
+
+def fit_isoflop(usable: list[RungOptimum], seed: int) -> tuple[Any, str]:
+    """The compute-optimal laws from the rungs' minima grouped by training compute (budgets
+    within 5%), or why there are none (a ladder whose rungs each have their own budget)."""
+    from fits.compute_optimal import fit_compute_optimal
+
+    c, n, d, loss = isoflop_points(usable)
+    if len(c) < 9:
+        return None, f"{len(c)} usable rungs; isoFLOP curves need at least 3 budgets of 3 sizes"
+    try:
+        return fit_compute_optimal(c, n, loss, tokens=d, n_bootstrap=COMPUTE_BOOTSTRAP, seed=seed), ""
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def knob_axes(experiment: Experiment, knob: str, points: list[SizePoint]) -> tuple[str, ...]:
@@ -211,6 +238,8 @@ def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str
                       "trends": trends, "trend_errors": dict(fits.trend_errors),
                       "axes": {k: list(v) for k, v in fits.axes.items()},
                       "loss_law": law,
+                      "compute_optimal": None if fits.compute_optimal is None else fits.compute_optimal.to_dict(),
+                      "compute_error": fits.compute_error,
                       "loss_error": fits.loss_error, "notes": list(fits.notes),
                       "provenance": provenance_for(experiment, command).to_dict()})
 
@@ -331,6 +360,25 @@ def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int,
                           n_rungs=n_rungs, converged=law.converged)
 
 
+def _compute_plan(fits: Fits, target: TargetInfo) -> ComputeOptimalPlan | None:
+    co = fits.compute_optimal
+    if co is None:
+        return None
+    p95, p80 = co.predict(target.flops, 0.05), co.predict(target.flops, 0.20)
+    ratio = target.params_active / p95.n_opt.estimate
+    inside = p95.n_opt.interval.contains(target.params_active)
+    statement = (f"at the target's {target.flops:.3g} FLOPs the rungs' isoFLOP curves put the compute-optimal size "
+                 f"at {p95.n_opt.estimate:.3g} parameters (95% [{p95.n_opt.interval.low:.3g}, "
+                 f"{p95.n_opt.interval.high:.3g}]) and {p95.d_opt.estimate:.3g} tokens; the target's "
+                 f"{target.params_active:.3g} is {ratio:.2g}x that, "
+                 + ("inside the interval" if inside else "outside the interval: the same compute would buy a lower "
+                    "loss at another size"))
+    return ComputeOptimalPlan(flops=target.flops, a=co.a, a_ci95=co.conf_int(0.05)["a"], n_opt=p95.n_opt.estimate,
+                              n_opt_ci80=p80.n_opt.interval, n_opt_ci95=p95.n_opt.interval, d_opt=p95.d_opt.estimate,
+                              d_opt_ci80=p80.d_opt.interval, d_opt_ci95=p95.d_opt.interval,
+                              n_budgets=len(co.usable), target_n_ratio=ratio, statement=statement)
+
+
 def ledger_summary(experiment: Experiment, storage: BaseStorage) -> LedgerSummary:
     """What the sweep cost, from the ledger of the command's open store."""
     from proxy.sweep.ledger import ledger
@@ -390,7 +438,8 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
     for a in adjustments:
         if a.action != "recentred":   # re-centring is listed in box_adjustments; the rest also as notes
             notes.append(f"{a.rung}/{a.knob}: {a.reason}")
-    return Plan(experiment=experiment.name, target=target, largest_rung=largest.rung,
+    return Plan(compute_optimal=_compute_plan(fits, target), experiment=experiment.name, target=target,
+                largest_rung=largest.rung,
                 largest_params_active=largest.params_active,
                 extrapolation_factor=target.params_active / largest.params_active, config=_jsonable(config),
                 knobs=knobs, categorical=cats, loss=loss, ledger=ledger,

@@ -25,6 +25,7 @@ JSON schema of ``runs/<name>/plan.json`` (``schema_version`` "1"; units in brack
       "loss": LossPrediction | null,
       "ledger": LedgerSummary,
       "box_adjustments": [BoxAdjustment, ...],   # what the ladder-aware search did to the boxes
+      "compute_optimal": ComputeOptimalPlan | null,  # when the rungs form isoFLOP curves
       "notes": [str, ...],                       # plain-language warnings
       "provenance": Provenance
     }
@@ -59,6 +60,8 @@ JSON schema of ``runs/<name>/plan.json`` (``schema_version`` "1"; units in brack
     BoxAdjustment = {"rung", "knob", "action": "recentred" | "widened_low" | "widened_high" | "kept",
                      "human": {"low","high"}, "box": {"low","high"}, "centre": float|null,
                      "factor": float (width / human width), "clipped": bool, "reason": str}
+    ComputeOptimalPlan = {"flops", "a", "a_ci95", "n_opt", "n_opt_ci80", "n_opt_ci95", "d_opt",
+                          "d_opt_ci80", "d_opt_ci95", "n_budgets", "target_n_ratio", "statement"}
     Provenance = {"toolkit_version", "git_commit"|null, "experiment_sha256", "experiment_path",
                   "experiment_name", "backend", "seeds": [int], "created_utc", "command"}
 
@@ -398,6 +401,40 @@ class BoxAdjustment:
 
 
 @dataclass(frozen=True)
+class ComputeOptimalPlan:
+    """The compute-optimal size and tokens at the target's training FLOPs from the rungs' isoFLOP
+    curves (``fits.compute_optimal``, Hoffmann et al. 2022 Approach 2): the exponent ``a`` of
+    N_opt ~ C^a with its 95% interval, N_opt and D_opt with 80% / 95% intervals (widest kind),
+    and the target's own N and D against them."""
+
+    flops: float
+    a: float
+    a_ci95: ConfidenceInterval
+    n_opt: float
+    n_opt_ci80: ConfidenceInterval
+    n_opt_ci95: ConfidenceInterval
+    d_opt: float
+    d_opt_ci80: ConfidenceInterval
+    d_opt_ci95: ConfidenceInterval
+    n_budgets: int
+    target_n_ratio: float
+    statement: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flops": self.flops, "a": self.a, "a_ci95": self.a_ci95.to_dict(), "n_opt": self.n_opt,
+                "n_opt_ci80": self.n_opt_ci80.to_dict(), "n_opt_ci95": self.n_opt_ci95.to_dict(),
+                "d_opt": self.d_opt, "d_opt_ci80": self.d_opt_ci80.to_dict(), "d_opt_ci95": self.d_opt_ci95.to_dict(),
+                "n_budgets": self.n_budgets, "target_n_ratio": self.target_n_ratio, "statement": self.statement}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ComputeOptimalPlan":
+        return cls(flops=float(d["flops"]), a=float(d["a"]), a_ci95=_ci(d["a_ci95"]), n_opt=float(d["n_opt"]),
+                   n_opt_ci80=_ci(d["n_opt_ci80"]), n_opt_ci95=_ci(d["n_opt_ci95"]), d_opt=float(d["d_opt"]),
+                   d_opt_ci80=_ci(d["d_opt_ci80"]), d_opt_ci95=_ci(d["d_opt_ci95"]), n_budgets=int(d["n_budgets"]),
+                   target_n_ratio=float(d["target_n_ratio"]), statement=d["statement"])
+
+
+@dataclass(frozen=True)
 class TargetInfo:
     """The full-size run: sizes in parameters, tokens, training FLOPs, its ModelConfig fields."""
 
@@ -436,6 +473,7 @@ class Plan:
     box_adjustments: tuple[BoxAdjustment, ...] = ()
     notes: tuple[str, ...] = ()
     schema_version: str = SCHEMA_VERSION
+    compute_optimal: ComputeOptimalPlan | None = None
 
     def knob(self, name: str) -> KnobPlan:
         for k in self.knobs:
@@ -451,7 +489,8 @@ class Plan:
                 "knobs": [k.to_dict() for k in self.knobs], "categorical": [c.to_dict() for c in self.categorical],
                 "loss": None if self.loss is None else self.loss.to_dict(), "ledger": self.ledger.to_dict(),
                 "box_adjustments": [b.to_dict() for b in self.box_adjustments], "notes": list(self.notes),
-                "provenance": self.provenance.to_dict()}
+                "provenance": self.provenance.to_dict(),
+                "compute_optimal": None if self.compute_optimal is None else self.compute_optimal.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
@@ -466,7 +505,9 @@ class Plan:
                    loss=None if d.get("loss") is None else LossPrediction.from_dict(d["loss"]),
                    ledger=LedgerSummary.from_dict(d["ledger"]), provenance=Provenance.from_dict(d["provenance"]),
                    box_adjustments=tuple(BoxAdjustment.from_dict(b) for b in d.get("box_adjustments", ())),
-                   notes=tuple(d.get("notes", ())), schema_version=str(d["schema_version"]))
+                   notes=tuple(d.get("notes", ())), schema_version=str(d["schema_version"]),
+                   compute_optimal=None if d.get("compute_optimal") is None
+                   else ComputeOptimalPlan.from_dict(d["compute_optimal"]))
 
 
 def _jsonable(x: Any) -> Any:
