@@ -18,12 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def plan_summary(plan: Any) -> str:
+    from fits.axes import axes_label
+
     lines = [f"Plan for {plan.target.name} ({plan.target.params_active:.4g} active parameters, "
              f"{plan.extrapolation_factor:.3g}x the largest rung {plan.largest_rung})"]
     for k in plan.knobs:
         pen = "" if k.penalty95 is None else f"  penalty at 95% ends <= {k.max_penalty95:.3g} nats"
         lines.append(f"  {k.name:<14} {k.value:.4g}  80% [{k.ci80.low:.4g}, {k.ci80.high:.4g}]  95% "
-                     f"[{k.ci95.low:.4g}, {k.ci95.high:.4g}] ({k.kind95}, {k.method}){pen}")
+                     f"[{k.ci95.low:.4g}, {k.ci95.high:.4g}] ({k.kind95}, {k.method} on {axes_label(k.axes)}){pen}")
         if k.flatness is not None:
             lines.append(f"  {'':<14} muP: {k.flatness.statement}")
     for c in plan.categorical:
@@ -31,6 +33,8 @@ def plan_summary(plan: Any) -> str:
     if plan.loss is not None:
         ci = "" if plan.loss.ci95 is None else f"  95% [{plan.loss.ci95.low:.4g}, {plan.loss.ci95.high:.4g}]"
         lines.append(f"  predicted loss {plan.loss.value:.4g} nats (L({plan.loss.form})){ci}")
+    if plan.compute_optimal is not None:
+        lines.append(f"  compute-optimal: {plan.compute_optimal.statement}")
     frac = plan.ledger.fraction_of_target
     lines.append(f"  sweep cost {plan.ledger.total_flops:.3g} FLOPs"
                  + ("" if frac is None else f" = {frac:.2%} of the target run"))
