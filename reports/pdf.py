@@ -273,12 +273,11 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
     """Assemble ``ReportData`` from ``run_dir`` (plan.json, review.json, fits.json), the experiment file
     (default: the path in the plan's provenance) and its trial store (default: ``run_dir/trials.db``
     when the experiment is read from the provenance and that file exists, else its storage)."""
-    from fits.trend import trend_from_optima
     from proxy.sweep import knobs as K
     from proxy.sweep.experiment import load_experiment
     from proxy.sweep.store import open_storage
     from transfer.ladder import read_records
-    from transfer.observations import fit_rungs, load_observations
+    from transfer.fits_cache import cached_fits
 
     run_dir = Path(run_dir)
     plan = Plan.from_dict(_read_json(run_dir / "plan.json", "plan"))
@@ -295,51 +294,26 @@ def report_data(run_dir: str | Path, experiment: Any = None, storage: Any = None
             storage = open_storage(f"sqlite:///{(run_dir / 'trials.db').resolve()}", read_only=True)
     if experiment.name != plan.experiment:
         raise ValueError(f"plan.json in {run_dir} is for experiment {plan.experiment!r}, not {experiment.name!r}")
-    fits_doc = _read_json(run_dir / "fits.json", "fit")
-    # The per-rung surfaces and the trends are refitted from the store (fits.json does not carry
-    # the surfaces; both are cheap and seeded as in transfer.extrapolate.fit_all, so they equal
-    # what the plan used). The loss law is read back from fits.json: refitting it would redo
-    # its bootstrap, the one slow fit, for a band the plan's target interval already states.
+    _read_json(run_dir / "fits.json", "fit")
+    # The fits are read back from fits.json when it was fitted from the trials the store holds
+    # now (transfer.fits_cache), else refitted, seeded as in transfer.extrapolate.fit_all.
     storage = storage or open_storage(experiment.storage, read_only=True)
-    obs = load_observations(experiment, storage)
-    if not obs:
-        raise ValueError(f"the store {experiment.storage} has no finished trial of experiment {experiment.name!r}")
-    rungs = fit_rungs(experiment, obs, seed=0)
+    fits, _ = cached_fits(experiment, storage, run_dir)
+    obs = fits.observations
+    rungs = list(fits.rungs)
     optima = {f.rung: f.optimum for f in rungs if f.optimum is not None}
-    trends: dict[str, TrendFit] = {}
-    trend_errors: dict[str, str] = dict(fits_doc.get("trend_errors", {}))
-    for name in (next(iter(optima.values())).continuous if optima else ()):
-        try:
-            axes = fits_doc.get("axes", {}).get(name) or ("params_active",)
-            trends[name] = trend_from_optima(list(optima.values()), name, axes=axes, seed=0)
-        except ValueError as exc:
-            trend_errors[name] = str(exc)
+    trends: dict[str, TrendFit] = dict(fits.trends)
+    trend_errors: dict[str, str] = dict(fits.trend_errors)
     human = {k.name: (float(k.low), float(k.high), bool(k.log)) for k in experiment.search.box
              if not k.categorical and k.name != K.MIX_KNOB}
     boxes = {r: {k: (b.low, b.high) for k, b in rec.box.items()} for r, rec in read_records(experiment, storage).items()}
     mix, mix_note = _mix(experiment, obs)
     return ReportData(plan=plan, verdict=verdict, observations=obs, optima=optima, human_box=human,
                       trends=trends, trend_errors=trend_errors, rung_errors={f.rung: f.error for f in rungs if f.error},
-                      loss_law=_loss_law(fits_doc.get("loss_law")), loss_error=fits_doc.get("loss_error", ""),
+                      loss_law=fits.loss_law, loss_error=fits.loss_error,
                       boxes=boxes, categorical=tuple(k.name for k in experiment.search.box if k.categorical),
-                      mix=mix, mix_note=mix_note, notes=tuple(fits_doc.get("notes", ())),
-                      compute_optimal=_isoflop(list(optima.values())) if plan.compute_optimal is not None else None)
-
-
-def _isoflop(optima: list[RungOptimum]) -> Any:
-    """The compute-optimal fit the plan made (refitted: its laws are cheap, seeded as in fit_all)."""
-    from transfer.extrapolate import fit_isoflop
-
-    return fit_isoflop([o for o in optima if o.usable], 0)[0]
-
-
-def _loss_law(d: Mapping[str, Any] | None) -> LossLawFit | None:
-    """The loss law of fits.json (its point estimate; the bootstrap draws are not stored)."""
-    if not d:
-        return None
-    return LossLawFit(form=d["form"], params=dict(d["params"]), objective=float(d["objective"]),
-                      grad_norm=float(d["grad_norm"]), converged=bool(d["converged"]), n=int(d["n"]),
-                      huber_delta=float(d["huber_delta"]), n_boot_unconverged=int(d.get("n_boot_unconverged", 0)))
+                      mix=mix, mix_note=mix_note, notes=tuple(fits.notes),
+                      compute_optimal=fits.compute_optimal if plan.compute_optimal is not None else None)
 
 
 def write_report(run_dir: str | Path, experiment: Any = None, storage: Any = None,

@@ -255,3 +255,37 @@ def test_rungs_on_isoflop_curves_give_the_plan_a_compute_optimal_size(tmp_path, 
     pages = pdf_pages(tmp_path / "runs" / "iso" / "report.pdf")
     page = next(p for p in pages if "Compute-optimal size (isoFLOP curves" in p)
     assert "compute-optimal size" in pages[0] and "inside the interval" in page
+
+
+def test_plan_and_review_reuse_fits_json_while_it_matches_the_store(tmp_path, monkeypatch, capsys):
+    """The Fits rebuilt from fits.json equal a fresh fit (optima, trends with their bootstrap,
+    the loss law); plan reuses them while the store holds the same trials and refits once a run
+    is added."""
+    from proxy.sweep.imported import experiment_from_store
+    from proxy.sweep.store import open_storage
+    from transfer.extrapolate import fit_all
+    from transfer.fits_cache import cached_fits
+
+    sizes = [1e7, 3e7, 1e8, 3e8, 1e9]
+    assert _import(tmp_path, monkeypatch, _write_sweep(tmp_path / "a.csv", sizes, [9] * 5)) == 0
+    at = ["--at", "params_total=1e10,tokens=2e11"]
+    assert main(["plan", "--experiment", "ext", *at]) == 0
+    assert "reused" not in capsys.readouterr().err
+    folder = tmp_path / "runs" / "ext"
+    first = json.loads((folder / "plan.json").read_text())
+    exp = experiment_from_store("ext", f"sqlite:///{folder / 'trials.db'}")
+    storage = open_storage(exp.storage, read_only=True)
+    cached, reused = cached_fits(exp, storage, folder)
+    fresh = fit_all(exp, storage)
+    assert reused and [f.optimum for f in cached.rungs] == [f.optimum for f in fresh.rungs]
+    assert cached.trends["lr"].interval(1e10, 0.05) == fresh.trends["lr"].interval(1e10, 0.05)
+    assert np.array_equal(cached.loss_law.boot, fresh.loss_law.boot) and cached.loss_law.params == fresh.loss_law.params
+    assert main(["plan", "--experiment", "ext", *at]) == 0
+    assert "fits.json matches the store's trials: reused" in capsys.readouterr().err
+    again = json.loads((folder / "plan.json").read_text())
+    assert again["knobs"] == first["knobs"] and again["loss"] == first["loss"]
+    # One more rung in the store: the digest changes and everything is refitted.
+    assert _import(tmp_path, monkeypatch, _write_sweep(tmp_path / "b.csv", [3e9], [9], seed=1)) == 0
+    assert main(["plan", "--experiment", "ext", *at]) == 0
+    assert "reused" not in capsys.readouterr().err
+    assert json.loads((folder / "fits.json").read_text())["rungs"][-1]["rung"].startswith("N3e+09")

@@ -126,14 +126,16 @@ def _fit_loss(optima: list[RungOptimum], seed: int) -> tuple[LossLawFit | None, 
     return law, "", notes
 
 
-def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0) -> Fits:
+def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0,
+            observations: Mapping[str, Any] | None = None) -> Fits:
     """Read the store and fit every rung, every continuous knob's trend and the loss law.
 
-    ``storage`` is the command's one open store (``proxy.sweep.store.open_storage``).
+    ``storage`` is the command's one open store (``proxy.sweep.store.open_storage``);
+    ``observations``: the store's trials when the caller has read them already.
     """
     from transfer.ladder import read_records
 
-    obs = load_observations(experiment, storage)
+    obs = load_observations(experiment, storage) if observations is None else observations
     if not obs:
         raise ValueError(f"the store {experiment.storage} has no finished trial of experiment "
                          f"{experiment.name!r}; run `ladder sweep` or `ladder import` first")
@@ -219,11 +221,15 @@ def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str
         if point is not None:
             d["target"] = {"ci80": tr.interval_at(point, 0.20).to_dict(), "ci95": tr.interval_at(point, 0.05).to_dict()}
         trends[name] = d
+    from fits.records import optimum_record
+    from transfer.fits_cache import store_digest
+
     rungs = []
     for f in fits.rungs:
         d = {"rung": f.rung, "n_trials": f.n_trials, "error": f.error}
         if f.optimum is not None:
             d |= f.optimum.to_dict()
+            d["record"] = optimum_record(f.optimum)
         rec = fits.records.get(f.rung)
         if rec is not None:
             d["search"] = rec.to_dict()
@@ -234,7 +240,8 @@ def fits_json(experiment: Experiment, fits: Fits, command: str = "") -> dict[str
         # reported as it is (inf), not raised as a floating-point warning.
         with np.errstate(over="ignore", invalid="ignore"):
             law = fits.loss_law.to_dict()
-    return _jsonable({"schema_version": SCHEMA_VERSION, "experiment": experiment.name, "rungs": rungs,
+    return _jsonable({"schema_version": SCHEMA_VERSION, "experiment": experiment.name,
+                      "store_digest": store_digest(experiment, fits.observations), "rungs": rungs,
                       "trends": trends, "trend_errors": dict(fits.trend_errors),
                       "axes": {k: list(v) for k, v in fits.axes.items()},
                       "loss_law": law,

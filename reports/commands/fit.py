@@ -152,11 +152,23 @@ def write_json(path: Path, doc: Any) -> Path:
     return path
 
 
-def fit_and_write(experiment: Any, storage: Any, out: str | None, command: str) -> Any:
-    from transfer.extrapolate import fit_all, fits_json
+def fit_and_write(experiment: Any, storage: Any, out: str | None, command: str, *, reuse: bool = False) -> Any:
+    """Fit the store and write fits.json; with ``reuse`` (plan, review), a fits.json fitted from
+    the trials the store holds now is read instead (``transfer.fits_cache``)."""
+    import sys
 
-    fits = fit_all(experiment, storage)
-    write_json(run_dir(experiment, out) / "fits.json", fits_json(experiment, fits, command))
+    from transfer.extrapolate import fit_all, fits_json
+    from transfer.fits_cache import cached_fits
+
+    folder = run_dir(experiment, out)
+    if reuse:
+        fits, reused = cached_fits(experiment, storage, folder)
+        if reused:
+            print(f"fits.json matches the store's trials: reused, not refitted ({folder / 'fits.json'})",
+                  file=sys.stderr)
+    else:
+        fits = fit_all(experiment, storage)
+    write_json(folder / "fits.json", fits_json(experiment, fits, command))
     return fits
 
 

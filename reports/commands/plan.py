@@ -45,7 +45,7 @@ def plan_summary(plan: Any) -> str:
 def plan_and_write(experiment: Any, storage: Any, out: str | None, command: str) -> tuple[Any, Any]:
     from transfer.extrapolate import ledger_summary, make_plan
 
-    fits = fit_and_write(experiment, storage, out, command)
+    fits = fit_and_write(experiment, storage, out, command, reuse=True)
     plan = make_plan(experiment, fits, ledger_summary(experiment, storage), command)
     write_json(run_dir(experiment, out) / "plan.json", plan.to_dict())
     return fits, plan
