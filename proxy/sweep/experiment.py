@@ -144,6 +144,7 @@ class Experiment:
     fit: FitSpec = field(default_factory=FitSpec)   # the [fit] table: size axes of the trends
     target_sizes: Any = None         # fits.axes.SizePoint of a [target] given by sizes, no model
     target_label: str = "target"     # ... and its name
+    baseline: Any = None             # proxy.sweep.baseline.BaselineSpec: the [baseline] table (None: none)
 
     def rung(self, name: str) -> RungSpec:
         for r in self.rungs:
@@ -527,7 +528,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
     """Validate a parsed TOML document (see module docstring); creates nothing."""
     base_dir = Path(base_dir)
     _check_keys(doc, "", ("experiment", "ladder", "target", "search", "data", "budget", "review",
-                          "simulated", "fit"))
+                          "simulated", "fit", "baseline"))
     exp = _table(doc.get("experiment", {}), "experiment")
     _check_keys(exp, "experiment", ("name", "storage", "backend", "seeds", "dtype", "threads",
                                     "heartbeat_interval", "workers", "device", "precision",
@@ -586,6 +587,9 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
         raise ExperimentError("budget.max_fraction_of_target", "needs a [target] table")
     review = _parse_review(doc.get("review", {}))
     fit = _parse_fit(doc.get("fit", {}), search.box)
+    from proxy.sweep.baseline import parse_baseline
+
+    baseline = parse_baseline(doc["baseline"], search.box, rungs) if "baseline" in doc else None
     simulated = _parse_simulated(doc.get("simulated", {})) if (
         backend == "simulated" or "simulated" in doc) else None
     url = storage or exp.get("storage", f"sqlite:///runs/{name}/trials.db")
@@ -599,7 +603,7 @@ def parse_experiment(doc: Mapping[str, Any], *, base_dir: str | Path = ".", stor
                       threads=threads, heartbeat_interval=heartbeat, rungs=rungs, target=target,
                       search=search, data=data, budget=budget, review=review, simulated=simulated,
                       path=path, sha256=sha256, workers=workers, device=device, precision=precision,
-                      micro_batches=micro_batches, checkpoint=checkpoint, fit=fit, target_sizes=target_sizes,
+                      micro_batches=micro_batches, checkpoint=checkpoint, fit=fit, target_sizes=target_sizes, baseline=baseline,
                       target_label=target_label)
 
 

@@ -218,11 +218,36 @@ def rung_progress(experiment: Experiment, rung: RungSpec, storage: Any) -> RungP
     best = min(ok, key=lambda t: t.value, default=None)
     failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"))
     spent = sum(trial_flops(t) for t in trials)
-    return RungProgress(rung=rung.name, complete=len(done), requested=experiment.search.trials_per_rung,
+    return RungProgress(rung=rung.name, complete=len(done),
+                        requested=experiment.search.trials_per_rung + baseline_extra(experiment),
                         diverged=len(done) - len(ok), failed=failed,
                         best_loss=None if best is None else best.value,
                         best_params={} if best is None else dict(best.params),
                         spent_flops=spent, budget_flops=experiment.budget_flops)
+
+
+def baseline_extra(experiment: Experiment) -> int:
+    """1 when the experiment trains a baseline that is extra to the rung's trials, else 0."""
+    spec = getattr(experiment, "baseline", None)
+    return int(spec is not None and spec.trained and not spec.counts)
+
+
+def enqueue_baseline(experiment: Experiment, rung: RungSpec, study: Any) -> None:
+    """Queue the hand-set config once on ``rung`` (``proxy.sweep.baseline``): never again once
+    the study holds a trial marked ``baseline``, whatever its state (a failed one is retried
+    with its mark, ``proxy.sweep.store.RETRY_KEEPS``)."""
+    from proxy.sweep.baseline import BASELINE_ATTR, model_sizes, setting
+
+    spec = getattr(experiment, "baseline", None)
+    if spec is None or not spec.trained:
+        return
+    if any(t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)):
+        return
+    params = setting(spec, experiment.search.box, experiment.data.domains, model_sizes(rung.config, rung.tokens))
+    with warnings.catch_warnings():
+        # A hand-set value outside a re-centred rung's box is trained as it is: Optuna warns.
+        warnings.simplefilter("ignore")
+        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})
 
 
 def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, worker: int = 0,
@@ -235,10 +260,11 @@ def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, w
 
     storage = storage or open_storage(experiment.storage,
                                       heartbeat_interval=experiment.heartbeat_interval)
-    n = experiment.search.trials_per_rung
+    n = experiment.search.trials_per_rung + baseline_extra(experiment)
     dists = K.distributions(experiment.search.box, experiment.data.domains)
     backend = load_backend(experiment.backend)
     study = _study(experiment, rung, storage)
+    enqueue_baseline(experiment, rung, study)
     budget = experiment.budget_flops
     cost = next_trial_cost(rung, len(experiment.seeds))
     while True:
@@ -597,6 +623,8 @@ def trial_observation(rung: str, t: Any) -> Observation:
     for key in ("flops", "wall_time_s", "replicate_of"):
         if isinstance(a.get(key), (int, float)) and not isinstance(a.get(key), bool):
             extra[key] = float(a[key])
+    if a.get("baseline"):   # the hand-set config (proxy.sweep.baseline), trained once a rung
+        extra["baseline"] = 1.0
     # Each training seed's own loss (``seed_loss.<seed>``): a trial trained with several seeds
     # (a replicate with search.replicates >= 2) reports their mean as its loss, and the review's
     # noise estimate needs the single-seed losses it averaged.

@@ -383,7 +383,7 @@ def claim_failed(storage: Any, trial_id: int) -> bool:
 
 # What a retry keeps of the failed trial's user attributes: those that name the point (set when
 # it was enqueued), not those its first run wrote (an error, a worker, partial results).
-RETRY_KEEPS = ("replicate_of", "replicate_seeds")
+RETRY_KEEPS = ("replicate_of", "replicate_seeds", "baseline")
 
 
 def retry(study: Any, failed: Any) -> None:
