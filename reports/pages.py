@@ -119,6 +119,15 @@ def cover_page(plan: Any, verdict: Any, contents: Sequence[tuple[str, int]] = ()
     for r in verdict.reasons or ("no check decided the verdict",):
         w.text("- " + r, FONT, width=100)
     w.text("Rule: " + verdict.rule, SMALL, color="#555555", width=115)
+    value = getattr(plan, "search_value", None)
+    w.space(0.4)
+    if value is not None:
+        w.text("Did the search pay? " + value.statement, FONT, width=100)
+        w.text(f"Against the hand-set config: {plan.baseline}", SMALL, color="#555555", width=115)
+    else:
+        why = next((n.split(": ", 1)[1] for n in plan.notes if n.startswith("search value not priced: ")),
+                   "no baseline was priced")
+        w.text(f"Did the search pay? Not priced: {why}", FONT, width=100)
     w.space(0.8)
     w.text("The plan", FONT + 3, weight="bold")
     xs = (0.07, 0.19, 0.31, 0.51, 0.71)

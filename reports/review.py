@@ -46,7 +46,7 @@ STATUSES = (PASS, WARN, FAIL, INCONCLUSIVE)
 GO, NO_GO = "GO", "NO-GO"
 VERDICTS = (GO, NO_GO, INCONCLUSIVE)
 CHECK_NAMES = ("scaling_regime", "interior_rungs", "edge_largest", "extrapolation", "backtest", "lr_interval",
-               "loss_penalty", "divergence", "expert_load", "sweep_cost")
+               "loss_penalty", "divergence", "expert_load", "sweep_cost", "search_pays")
 HARD_CHECKS = ("scaling_regime", "interior_rungs", "edge_largest", "extrapolation", "backtest", "loss_penalty",
                "divergence")
 VERDICT_RULE = ("NO-GO if any hard check FAILs; otherwise INCONCLUSIVE if any hard check is INCONCLUSIVE "
@@ -486,11 +486,27 @@ def check_sweep_cost(plan: Any, policy: Mapping[str, Any]) -> Check:
     return _check("sweep_cost", "Sweep cost", PASS if ok else WARN, frac, "fraction of target", f"<= {limit:g}", reason)
 
 
+def check_search_pays(plan: Any) -> Check:
+    """Soft: did the search pay for itself (``fits.search_value``)? PASS when the 95% lower bound
+    of the compute multiplier clears break-even 1 / (1 - f), WARN when only its estimate does,
+    FAIL when the estimate does not; WARN when it could not be priced."""
+    title, unit = "The search pays for itself", "x target compute"
+    v = getattr(plan, "search_value", None)
+    if v is None:
+        why = next((n.split(": ", 1)[1] for n in plan.notes if n.startswith("search value not priced: ")),
+                   "no baseline could be priced")
+        return _check("search_pays", title, WARN, None, unit, "95% lower bound of the multiplier > 1 / (1 - f)",
+                      f"not priced: {why}")
+    return _check("search_pays", title, v.status, v.m, unit, f"95% lower bound of the multiplier > {v.break_even:.4g}x "
+                  "(break-even 1 / (1 - f))", v.statement, m_ci80=v.m_ci80.to_dict(), m_ci95=v.m_ci95.to_dict(),
+                  break_even=v.break_even, net=v.net, baseline=getattr(plan, "baseline", ""))
+
+
 def decide(checks: tuple[Check, ...]) -> tuple[str, tuple[str, ...]]:
     """The verdict and its reasons under ``VERDICT_RULE``."""
     fails = [c for c in checks if c.hard and c.status == FAIL]
     missing = [c for c in checks if c.hard and c.status == INCONCLUSIVE]
-    warns = [c for c in checks if c.status == WARN]
+    warns = [c for c in checks if c.status == WARN or (not c.hard and c.status == FAIL)]   # a soft FAIL warns
     verdict = NO_GO if fails else INCONCLUSIVE if missing else GO
     lead = fails if fails else missing
     reasons = tuple(f"{c.title}: {c.reason}" for c in lead) + tuple(f"warning - {c.title}: {c.reason}" for c in warns)
@@ -507,7 +523,8 @@ def review(plan: Any, fits: Any, policy: Mapping[str, Any], provenance: Provenan
     pol = dict(REVIEW_DEFAULTS) | dict(policy)
     checks = (check_scaling_regime(fits, pol), check_interior_rungs(fits, pol), check_edge_largest(fits), check_extrapolation(plan, pol),
               check_backtest(fits, pol), check_lr_interval(plan, pol), check_loss_penalty(plan, pol),
-              check_divergence(plan, fits, pol), check_expert_load(fits, pol), check_sweep_cost(plan, pol))
+              check_divergence(plan, fits, pol), check_expert_load(fits, pol), check_sweep_cost(plan, pol),
+              check_search_pays(plan))
     verdict, reasons = decide(checks)
     return Verdict(experiment=plan.experiment, verdict=verdict, checks=checks, reasons=reasons, rule=VERDICT_RULE,
                    policy=pol, provenance=provenance or plan.provenance)

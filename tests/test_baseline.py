@@ -101,3 +101,33 @@ def test_a_baseline_that_counts_is_one_of_the_rungs_trials(tmp_path):
     trials = optuna.load_study(study_name="bl/r0", storage=exp.storage).trials
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5
     assert sum(bool(t.user_attrs.get(BASELINE_ATTR)) for t in trials) == 1
+
+
+def test_a_ladder_run_prices_the_baseline_in_plan_review_and_cover(tmp_path):
+    """`ladder run` on a four-rung simulated ladder with a [baseline] off the true lr: plan.json
+    carries the multiplier, its intervals and the break-even; review.json has `search_pays`; the
+    cover says whether the search paid."""
+    import json
+    import tomllib
+
+    from reports.cli import main
+    from test_report import pdf_pages
+
+    rungs = (rung("r0") + rung("r1", d_model=128, n_heads=4, d_expert=256)
+             + rung("r2", d_model=256, n_heads=8, d_expert=512, tokens=800_000)
+             + rung("r3", d_model=512, n_heads=16, d_expert=1024, tokens=3_200_000))
+    text = BASE.format(db=tmp_path / "t.db", rungs=rungs, target=TARGET, baseline="[baseline]\nlr = 3e-2\n")
+    text = text.replace("trials_per_rung = 5", "trials_per_rung = 14")
+    path = tmp_path / "bl.toml"
+    path.write_text(text)
+    assert tomllib.loads(text)["baseline"] == {"lr": 3e-2}
+    assert main(["run", str(path), "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    v = plan["search_value"]
+    assert v is not None and plan["baseline"].startswith("lr = 0.03")
+    assert v["m_ci95"]["low"] <= v["m"] <= v["m_ci95"]["high"] and v["break_even"] == pytest.approx(1 / (1 - v["fraction"]))
+    review = json.loads((tmp_path / "out" / "review.json").read_text())
+    check = next(c for c in review["checks"] if c["name"] == "search_pays")
+    assert check["status"] == v["status"] and check["hard"] is False
+    cover = pdf_pages(tmp_path / "out" / "report.pdf")[0]
+    assert "Did the search pay?" in cover

@@ -367,6 +367,44 @@ def _loss_prediction(law: LossLawFit | None, target: TargetInfo, n_rungs: int,
                           n_rungs=n_rungs, converged=law.converged)
 
 
+def price_search(experiment: Experiment, fits: Fits, target: TargetInfo,
+                 ledger: LedgerSummary) -> tuple[Any, str, str]:
+    """(``fits.search_value.SearchValue``, the baseline in words, a note): the hand-set config
+    (``[baseline]``, else the box centres) against the plan, in compute of the target run."""
+    from fits.search_value import search_value
+    from fits.seed_noise import rung_level, seed_noise
+    from proxy.sweep.baseline import model_sizes, setting
+
+    spec = getattr(experiment, "baseline", None)
+    box = tuple(k for k in experiment.search.box if k.name != K.MIX_KNOB)
+    words = (spec.describe(box) if spec is not None else
+             "the centre of the human's box for every knob (no [baseline] table)")
+    if ledger.fraction_of_target is None:
+        return None, words, "search value not priced: the target's FLOPs are unknown"
+    if ledger.fraction_of_target >= 1.0:
+        return None, words, (f"search value not priced: the sweep cost {ledger.fraction_of_target:.0%} of the target "
+                             "run, more than the run itself; under one fixed budget it cannot pay")
+    if experiment.target is not None:
+        sizes = model_sizes(experiment.target.config, experiment.target.tokens)
+    else:
+        sizes = {"params_active": target.params_active, "params_total": target.params_total, "tokens": target.tokens}
+    try:
+        at_target = setting(spec, box, experiment.data.domains, sizes)
+        usable = list(fits.usable)
+        base = {r: [o for o in obs if o.extra.get("baseline")] for r, obs in fits.observations.items()}
+        base = {r: v for r, v in base.items() if v}
+        levels = [lv for lv in (rung_level(f.rung, list(fits.observations.get(f.rung, ()))) for f in fits.rungs)
+                  if lv is not None]
+        noise = seed_noise(levels)
+        with np.errstate(over="ignore", invalid="ignore"):   # heavy-tailed draws may overflow: infinite gaps
+            value = search_value(usable, base, dict(fits.trends), target_point(target), at_target,
+                                 fraction=float(ledger.fraction_of_target),
+                                 noise_sd=None if noise is None else noise[0], seed=0)
+    except ValueError as exc:
+        return None, words, f"search value not priced: {exc}"
+    return value, words, ""
+
+
 def _compute_plan(fits: Fits, target: TargetInfo) -> ComputeOptimalPlan | None:
     co = fits.compute_optimal
     if co is None:
@@ -445,7 +483,11 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
     for a in adjustments:
         if a.action != "recentred":   # re-centring is listed in box_adjustments; the rest also as notes
             notes.append(f"{a.rung}/{a.knob}: {a.reason}")
-    return Plan(compute_optimal=_compute_plan(fits, target), experiment=experiment.name, target=target,
+    value, baseline_words, note = price_search(experiment, fits, target, ledger)
+    if note:
+        notes.append(note)
+    return Plan(compute_optimal=_compute_plan(fits, target), search_value=value, baseline=baseline_words,
+                experiment=experiment.name, target=target,
                 largest_rung=largest.rung,
                 largest_params_active=largest.params_active,
                 extrapolation_factor=target.params_active / largest.params_active, config=_jsonable(config),

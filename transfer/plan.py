@@ -26,6 +26,8 @@ JSON schema of ``runs/<name>/plan.json`` (``schema_version`` "1"; units in brack
       "ledger": LedgerSummary,
       "box_adjustments": [BoxAdjustment, ...],   # what the ladder-aware search did to the boxes
       "compute_optimal": ComputeOptimalPlan | null,  # when the rungs form isoFLOP curves
+      "search_value": SearchValue | null,        # did the search pay: fits.search_value.SearchValue
+      "baseline": str,                           # the hand-set config it was priced against
       "notes": [str, ...],                       # plain-language warnings
       "provenance": Provenance
     }
@@ -474,6 +476,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     schema_version: str = SCHEMA_VERSION
     compute_optimal: ComputeOptimalPlan | None = None
+    search_value: Any = None         # fits.search_value.SearchValue: did the search pay (None: not priced)
+    baseline: str = ""               # the hand-set config priced against the plan, in words
 
     def knob(self, name: str) -> KnobPlan:
         for k in self.knobs:
@@ -490,7 +494,9 @@ class Plan:
                 "loss": None if self.loss is None else self.loss.to_dict(), "ledger": self.ledger.to_dict(),
                 "box_adjustments": [b.to_dict() for b in self.box_adjustments], "notes": list(self.notes),
                 "provenance": self.provenance.to_dict(),
-                "compute_optimal": None if self.compute_optimal is None else self.compute_optimal.to_dict()}
+                "compute_optimal": None if self.compute_optimal is None else self.compute_optimal.to_dict(),
+                "search_value": None if self.search_value is None else self.search_value.to_dict(),
+                "baseline": self.baseline}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
@@ -507,7 +513,14 @@ class Plan:
                    box_adjustments=tuple(BoxAdjustment.from_dict(b) for b in d.get("box_adjustments", ())),
                    notes=tuple(d.get("notes", ())), schema_version=str(d["schema_version"]),
                    compute_optimal=None if d.get("compute_optimal") is None
-                   else ComputeOptimalPlan.from_dict(d["compute_optimal"]))
+                   else ComputeOptimalPlan.from_dict(d["compute_optimal"]),
+                   search_value=_search_value(d.get("search_value")), baseline=d.get("baseline", ""))
+
+
+def _search_value(d: Mapping[str, Any] | None) -> Any:
+    from fits.search_value import SearchValue
+
+    return None if d is None else SearchValue.from_dict(d)
 
 
 def _jsonable(x: Any) -> Any:
