@@ -272,8 +272,16 @@ def _bootstrap_chunk(args) -> tuple[np.ndarray, int]:
     return out, bad
 
 
+def _exp(x: float) -> float:
+    """exp, but a bootstrap refit run off to a log-prefactor of hundreds gives inf, not a crash."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _to_params(theta: np.ndarray, m: int) -> dict[str, float]:
-    p = {"E": math.exp(theta[-1]), "A": math.exp(theta[0]), "alpha": float(theta[1])}
+    p = {"E": _exp(theta[-1]), "A": _exp(theta[0]), "alpha": float(theta[1])}
     if m == 2:
         p |= {"B": math.exp(theta[2]), "beta": float(theta[3])}
     return p

@@ -400,7 +400,7 @@ def price_search(experiment: Experiment, fits: Fits, target: TargetInfo,
             value = search_value(usable, base, dict(fits.trends), target_point(target), at_target,
                                  fraction=float(ledger.fraction_of_target),
                                  noise_sd=None if noise is None else noise[0], seed=0)
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:
         return None, words, f"search value not priced: {exc}"
     return value, words, ""
 
