@@ -283,7 +283,7 @@ def _exp(x: float) -> float:
 def _to_params(theta: np.ndarray, m: int) -> dict[str, float]:
     p = {"E": _exp(theta[-1]), "A": _exp(theta[0]), "alpha": float(theta[1])}
     if m == 2:
-        p |= {"B": math.exp(theta[2]), "beta": float(theta[3])}
+        p |= {"B": _exp(theta[2]), "beta": float(theta[3])}
     return p
 
 
