@@ -43,9 +43,12 @@ def _simulated_coverage(n_ladders: int, target: float):
 
 
 def test_reported_intervals_cover_the_truth_in_simulated_ladders():
-    # 200 ladders of 5 rungs (2e6..2e8 parameters) with known optimum lr = 3 N^-0.45 (plus rung
-    # scatter); the target is 100x the largest rung.
-    coverage, widths = _simulated_coverage(200, 2e10)
+    # 600 ladders of 5 rungs (2e6..2e8 parameters) with known optimum lr = 3 N^-0.45 (plus rung
+    # scatter); the target is 100x the largest rung. Measured: 95% 0.983, 80% 0.832 (the per-rung
+    # fit before the specification spread: 0.977, 0.823). 600 ladders, not 200: a binomial sd of
+    # 0.6% at 97.5%, so the band tests the method and not the draw (at 200 ladders this seed gave
+    # 199 of 200, 0.995, beside 0.985 at another seed).
+    coverage, widths = _simulated_coverage(600, 2e10)
     assert 0.90 <= coverage[0.05] <= 0.99, coverage
     assert 0.72 <= coverage[0.20] <= 0.88, coverage
     assert np.all(np.diff(widths.mean(axis=0)) > 0)            # wider the further from the ladder

@@ -141,7 +141,7 @@ def first_box(experiment: Experiment, rung: RungSpec, below: list[RungOptimum], 
     adjs: list[BoxAdjustment] = []
     enqueued: dict[str, Any] = {}
     for knob, human in humans.items():
-        logs = [o.log_value(knob) for o in usable]
+        logs = [o.log_value(knob, part="noise") for o in usable]   # the shared bias cancels rung to rung
         ext = extrapolate_next([o.params_active for o in usable], [math.exp(m) for m, _ in logs],
                                [s for _, s in logs], size)
         centre = min(max(ext.centre, ext.interval[0]), ext.interval[1])

@@ -26,6 +26,12 @@ The surface (all logs natural; N = active parameters of the config, ``proxy.flop
 
   knobs that may be 0 (``warmup_frac``, ``weight_decay``, coefficients) are floored at 1e-6
   before the log.
+
+  The learning rate's basin may instead be asymmetric (``lr_basin = "asymmetric"``): in
+  x = log(lr / lr*), ``lr_curvature * x^2`` below the optimum and
+  ``lr_asymmetry * lr_curvature * (x^2 + x^3 / log wall_factor)`` above it, a gentle rise below
+  and a steepening wall above, as real learning-rate curves have (``fits.calibration``,
+  ``basin_excess``; its argmin is still lr*). The default stays the quadratic.
 * A divergence wall: ``lr > wall_factor * lr*`` diverges; the step is earlier the further past
   the wall, ``step = floor(total_steps * (wall_factor * lr* / lr)^2)`` (at least 1).
 * Per-trial Gaussian noise with standard deviation ``noise_sd`` nats, drawn from a generator
@@ -61,6 +67,7 @@ BACKEND = "simulated"
 CONTINUOUS_KNOBS = ("lr", "aux_loss_coef", "z_loss_coef", "init_scale", "warmup_frac",
                     "weight_decay", "batch_size")
 _LOG_FLOOR = 1e-6
+LR_BASINS = ("quadratic", "asymmetric")
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class SimulatedTruth:
     lr_gamma: float = -0.3            # lr* ~ N^gamma
     lr_curvature: float = 0.08        # nats per squared e-fold of lr
     wall_factor: float = 4.0          # lr > wall_factor * lr* diverges
+    lr_basin: str = "quadratic"       # "quadratic" | "asymmetric" (module docstring)
+    lr_asymmetry: float = 2.5         # asymmetric basin: high-side / low-side curvature, >= 1
     n0: float = 1e6
     floor_e: float = 1.5              # E
     floor_a: float = 40.0             # A
@@ -131,6 +140,11 @@ class SimulatedTruth:
             raise ValueError(f"SimulatedTruth.sleep_s must be <= 3600 s, got {self.sleep_s!r}")
         if self.wall_factor <= 1:
             raise ValueError(f"SimulatedTruth.wall_factor must be > 1, got {self.wall_factor!r}")
+        if self.lr_basin not in LR_BASINS:
+            raise ValueError(f"SimulatedTruth.lr_basin must be one of {LR_BASINS}, got {self.lr_basin!r}")
+        if isinstance(self.lr_asymmetry, bool) or not (isinstance(self.lr_asymmetry, (int, float))
+                                                        and math.isfinite(self.lr_asymmetry) and self.lr_asymmetry >= 1):
+            raise ValueError(f"SimulatedTruth.lr_asymmetry must be a finite number >= 1, got {self.lr_asymmetry!r}")
         for name in self.knobs:
             if name not in CONTINUOUS_KNOBS or name == "lr":
                 raise ValueError(f"SimulatedTruth.knobs: unknown knob {name!r}; "
@@ -139,6 +153,14 @@ class SimulatedTruth:
                                  or sum(self.mix_optimum.values()) <= 0):
             raise ValueError(f"SimulatedTruth.mix_optimum must be non-negative weights, got "
                              f"{dict(self.mix_optimum)!r}")
+
+    def _lr_excess(self, x: float) -> float:
+        """Loss above the floor from the learning rate, at x = log(lr / lr*) (nats)."""
+        if self.lr_basin == "quadratic":
+            return self.lr_curvature * x ** 2
+        from fits.calibration import basin_excess   # one formula for both simulators
+
+        return basin_excess(x, self.lr_curvature, "asymmetric", self.lr_asymmetry, self.wall_factor)
 
     # The truth, as functions of size ------------------------------------------------------
     def optimum(self, knob: str, n_active: float) -> float:
@@ -169,7 +191,7 @@ class SimulatedTruth:
         if hparams.lr > self.wall_factor * lr_opt:
             return math.inf
         value = self.floor(n_active, n_total, tokens)
-        value += self.lr_curvature * math.log(hparams.lr / lr_opt) ** 2
+        value += self._lr_excess(math.log(hparams.lr / lr_opt))
         for name, truth in self.knobs.items():
             x = max(float(getattr(hparams, name)), _LOG_FLOOR)
             value += truth.curvature * math.log(x / self.optimum(name, n_active)) ** 2
