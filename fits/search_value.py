@@ -671,14 +671,18 @@ class ComputeLaw:
 
 def fit_compute_law(optima: Sequence[RungOptimum], rung_flops: Mapping[str, float] | Sequence[float] | None = None, *,
                     n_bootstrap: int = 200, boot_starts: int = 1, n_starts: int = 16, seed: int = 0,
-                    law: LossLawFit | None = None) -> tuple[ComputeLaw, tuple[str, ...]]:
-    """Fit L(C) on the usable rungs' minima (fitted minimum when positive, else best loss) against
+                    law: LossLawFit | None = None, rung_losses: Mapping[str, float] | None = None
+                    ) -> tuple[ComputeLaw, tuple[str, ...]]:
+    """Fit L(C) on the usable rungs' minima (``rung_losses[rung]`` where given, as the plan's
+    replicated levels; else the fitted minimum when positive, else the best loss) against
     their FLOPs with ``fits.loss_law.fit_loss_law_n`` (one worker); or wrap ``law`` (already
     fitted on compute). Warnings of the fit become notes. Fewer than 4 rungs: ValueError."""
     opts = [o for o in _check_optima(optima) if o.usable]
     points = _rung_sizes(opts, rung_flops, "flops")
     c = [p.value("flops") for p in points]
-    loss = [o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
+    levels = rung_losses or {}
+    loss = [levels[o.rung] if o.rung in levels else
+            o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
             for o in opts]
     notes: list[str] = []
     if law is None:
@@ -864,7 +868,8 @@ def search_value(optima: Sequence[RungOptimum], baseline: Mapping[str, Sequence[
                  trends: Mapping[str, TrendFit], target: SizePoint,
                  baseline_at_target: Mapping[str, float] | Callable[[str], float], *, fraction: float,
                  rung_flops: Mapping[str, float] | Sequence[float] | None = None, noise_sd: float | None = None,
-                 method: str = "auto", law: LossLawFit | None = None, n_draws: int = 4000,
+                 method: str = "auto", law: LossLawFit | None = None, rung_losses: Mapping[str, float] | None = None,
+                 n_draws: int = 4000,
                  law_bootstrap: int = 200, law_boot_starts: int = 1, law_starts: int = 16,
                  size_axis: str = "params_active", seed: int = 0) -> SearchValue:
     """Was the search worth its compute against the baseline? See the module docstring."""
@@ -900,7 +905,7 @@ def search_value(optima: Sequence[RungOptimum], baseline: Mapping[str, Sequence[
         s = math.hypot(curv.sd, trend.sd)
         z = (curv.estimate - trend.estimate) / s if s > 0 else None
     claw, law_notes = fit_compute_law(opts, rung_flops, n_bootstrap=law_bootstrap, boot_starts=law_boot_starts,
-                                      n_starts=law_starts, seed=seed, law=law)
+                                      n_starts=law_starts, seed=seed, law=law, rung_losses=rung_losses)
     notes += law_notes
     if claw.problems:
         notes.append("compute law: " + "; ".join(claw.problems))

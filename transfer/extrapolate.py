@@ -89,18 +89,49 @@ class Fits:
         return [o for o in self.optima if o.usable]
 
 
-def _loss_points(optima: list[RungOptimum]) -> tuple[list[float], list[float], list[float]]:
+def replicated_levels(observations: Mapping[str, Any]) -> dict[str, float]:
+    """Rung -> its level (``fits.seed_noise.rung_level``: the mean single-seed loss of the
+    incumbent and its replicates) for every rung whose incumbent was trained with two or more
+    seeds."""
+    from fits.seed_noise import rung_level
+
+    out = {}
+    for rung, obs in observations.items():
+        level = rung_level(rung, list(obs))
+        if level is not None and level.seeds >= 2:
+            out[rung] = level.loss
+    return out
+
+
+def _loss_points(optima: list[RungOptimum], levels: Mapping[str, float] | None = None
+                 ) -> tuple[list[float], list[float], list[float]]:
+    """Each rung's (N_active, D, loss) for the loss laws. The loss is the rung's replicated
+    level where it has one (``replicated_levels``), else its fitted minimum, else its best loss.
+    Why the level first: the fitted minimum is the vertex value of a surface over trials of one
+    seed, extrapolated below the best trial, so it carries that seed's luck (0.03-0.04 nats on
+    the CPU ladder near the optimum, as large as the gaps between its rungs) plus the surface's
+    error; the level is measured at the incumbent over every seed. On the demo's store at sampler
+    seed 0 the fitted minima put L(N)'s E at its 0 bound; the levels give E = 1.40, alpha = 0.69
+    [0.18, 1.88]. The incumbent sits near, not at, the optimum: its small excess is about the
+    same on every rung and mostly moves E."""
+    levels = levels or {}
     n, d, loss = [], [], []
     for o in optima:
-        value = o.fitted_min_loss if o.fitted_min_loss is not None and o.fitted_min_loss > 0 else o.best_loss
+        if o.rung in levels:
+            value = levels[o.rung]
+        elif o.fitted_min_loss is not None and o.fitted_min_loss > 0:
+            value = o.fitted_min_loss
+        else:
+            value = o.best_loss
         n.append(o.params_active)
         d.append(o.tokens)
         loss.append(value)
     return n, d, loss
 
 
-def _fit_loss(optima: list[RungOptimum], seed: int) -> tuple[LossLawFit | None, str, list[str]]:
-    n, d, loss = _loss_points(optima)
+def _fit_loss(optima: list[RungOptimum], seed: int, levels: Mapping[str, float] | None = None
+              ) -> tuple[LossLawFit | None, str, list[str]]:
+    n, d, loss = _loss_points(optima, levels)
     notes: list[str] = []
     if len(n) < 4:
         return None, f"{len(n)} rungs with an optimum; the loss law L(N) needs at least 4", notes
@@ -152,7 +183,12 @@ def fit_all(experiment: Experiment, storage: BaseStorage, *, seed: int = 0,
         except ValueError as exc:
             errors[name] = str(exc)
     usable = [o for o in optima if o.usable]
-    law, loss_error, notes = _fit_loss(usable, seed)
+    levels = replicated_levels(obs)
+    law, loss_error, notes = _fit_loss(usable, seed, levels)
+    if any(o.rung in levels for o in usable):
+        notes.append(f"loss law: {sum(o.rung in levels for o in usable)} of {len(usable)} rungs enter with their "
+                     "replicated level (the mean loss of the incumbent over its seeds), the rest with their fitted "
+                     "minimum")
     if len(usable) < len(optima):
         notes.append(f"loss law: fitted on the {len(usable)} rungs with a usable optimum; "
                      f"{len(optima) - len(usable)} left out (their best loss only bounds their minimum)")
@@ -399,7 +435,8 @@ def price_search(experiment: Experiment, fits: Fits, target: TargetInfo,
         with np.errstate(over="ignore", invalid="ignore"):   # heavy-tailed draws may overflow: infinite gaps
             value = search_value(usable, base, dict(fits.trends), target_point(target), at_target,
                                  fraction=float(ledger.fraction_of_target),
-                                 noise_sd=None if noise is None else noise[0], seed=0)
+                                 noise_sd=None if noise is None else noise[0], seed=0,
+                                 rung_losses=replicated_levels(fits.observations))
     except (ValueError, ArithmeticError) as exc:
         return None, words, f"search value not priced: {exc}"
     return value, words, ""

@@ -3,7 +3,7 @@ from the trials the store holds now, and refit only when it was not.
 
 ``store_digest`` is a SHA-256 over everything a fit reads: every finished trial (rung, sizes,
 settings, loss, seed, the attributes the fits use), the knobs and their boxes, the size axes
-of the trends, the fit's seed and the toolkit version. ``fits.json`` carries it with every
+of the trends, the fit's seed, the toolkit version and ``FIT_METHOD``. ``fits.json`` carries it with every
 rung's whole optimum (``fits.records``), every trend and the loss law with their bootstrap
 draws, so the Fits rebuilt from it are the ones the fit made. The compute-optimal laws are
 refitted from the rebuilt optima (a few small regressions, seeded as in ``fit_all``).
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from transfer.extrapolate import Fits
 
 FIT_SEED = 0
+# The fitting method's own version, in the digest: bumped whenever a fit computes something new
+# from the same trials (2: per-rung specification spread, trends with a shared shift, loss laws
+# on replicated levels), so a fits.json written by the older method is refitted, not reused.
+FIT_METHOD = "2"
 
 
 def _obs_key(o: Any) -> list:
@@ -34,7 +38,7 @@ def store_digest(experiment: Any, observations: Mapping[str, Any], seed: int = F
     from transfer.observations import fit_knobs
 
     h = hashlib.sha256()
-    head = {"version": __version__, "seed": seed, "knobs": [repr(k) for k in fit_knobs(experiment)],
+    head = {"version": __version__, "fit_method": FIT_METHOD, "seed": seed, "knobs": [repr(k) for k in fit_knobs(experiment)],
             "fit": repr(getattr(experiment, "fit", None))}
     h.update(json.dumps(head, sort_keys=True).encode())
     for rung in sorted(observations):
