@@ -135,6 +135,33 @@ def test_a_stale_trial_is_retried_once_by_two_processes(tmp_path, store_url):
         assert trials[1].system_attrs["failed_trial"] == trials[0].number
 
 
+
+def test_a_retry_starts_with_clean_attributes(tmp_path):
+    """A stale trial's retry keeps what names its point (a replicate's origin) and none of what
+    its first run wrote: its error, its spent FLOPs, a surplus mark."""
+    import optuna
+    import sqlalchemy
+
+    from proxy.sweep.runner import quiet_optuna
+    from proxy.sweep.store import fail_stale
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}", heartbeat_interval=2)
+    study = optuna.create_study(study_name="clean/r0", storage=storage)
+    with quiet_optuna():
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    for key, value in (("replicate_of", 3), ("error", "CUDA out of memory"), ("flops_spent", 1.5e12),
+                       ("surplus", True)):
+        trial.set_user_attr(key, value)
+    storage.record_heartbeat(trial._trial_id)
+    with storage.engine.begin() as con:   # its worker died long ago
+        con.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"), {"t": "2000-01-01 00:00:00"})
+    fail_stale(study)
+    failed, again = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and again.state == TrialState.WAITING
+    assert failed.user_attrs["error"] == "CUDA out of memory"
+    assert again.user_attrs == {"replicate_of": 3} and again.params == failed.params
+    close_all()
+
 OPEN = """
 import sys, time
 import optuna

@@ -85,6 +85,10 @@ def test_an_edited_experiment_does_not_reuse_old_trials(tmp_path):
     path.write_text(edited)
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "'r0'", "box.lr.high", "rung.d_model", "--new-name", "--force")
+    for command in ("status", "fit", "plan", "review", "report"):   # nor do the reading commands use them
+        _one_line_error(_ladder(tmp_path, command, str(path)), "'r0'", "rung.d_model", "--new-name")
+    out = _ladder(tmp_path, "run", str(path), "--no-progress")
+    _one_line_error(out, "'r0'", "rung.d_model", "--force")
     storage = open_storage(f"sqlite:///{tmp_path / 'trials.db'}")
     assert len(storage.get_all_trials(storage.get_study_id_from_name("base/r0"))) == 4
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress", "--new-name", "base-2")
@@ -140,6 +144,12 @@ BAD_EDITS = [
     ('name = "base"', 'name = "."', "experiment.name"),
     ('name = "base"', 'name = "a/b"', "experiment.name"),
     ('name = "r0"', 'name = "../r0"', "name"),
+    ('name = "r0"', 'name = ".."', "name"),
+    ('name = "r0"', 'name = "."', "name"),
+    ("trials_per_rung = 4", "trials_per_rung = 1000000000", "search.trials_per_rung"),
+    ("startup_trials = 2", "startup_trials = 1000000000", "search.startup_trials"),
+    ("backtest_alpha = 0.05", "backtest_alpha = 0.05\nextrapolation_fail = 1e300", "review.extrapolation_fail"),
+    ("batch_size = 8", "batch_size = 1000000000", "batch_size"),
 ]
 
 
@@ -169,10 +179,10 @@ def test_a_rung_too_big_to_build_is_refused_before_any_trial(tmp_path):
     path.write_text(path.read_text().replace("n_experts = 4", "n_experts = 1000000000", 1))
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "r0", "experts")
-    assert not (tmp_path / "trials.db").exists() or not any(
-        open_storage(f"sqlite:///{tmp_path / 'trials.db'}").get_all_trials(s._study_id)
-        for s in open_storage(f"sqlite:///{tmp_path / 'trials.db'}").get_all_studies())
-    close_all()
+    assert not (tmp_path / "trials.db").exists()              # checked before the store is created
+    out = _ladder(tmp_path, "run", str(path), "--no-progress")
+    _one_line_error(out, "r0", "experts")
+    assert not (tmp_path / "trials.db").exists()
 
 
 def test_the_host_memory_check_names_the_rung(tmp_path):
@@ -204,7 +214,11 @@ def _swept(tmp_path: Path) -> Path:
 
 def test_read_only_commands_never_create_a_store(tmp_path):
     path = _base(tmp_path)
-    for command in ("fit", "plan", "review", "status"):
+    # The store in a folder of its own: no command may create the folder either.
+    path.write_text(path.read_text().replace('storage = "sqlite:///trials.db"',
+                                             'storage = "sqlite:///sub/trials.db"'))
+    assert "sub/trials.db" in path.read_text()
+    for command in ("fit", "plan", "review", "status", "report"):
         out = _ladder(tmp_path, command, str(path))
         if command == "status":
             assert out.returncode == 0 and "no trials yet" in out.stdout
@@ -216,12 +230,31 @@ def test_read_only_commands_never_create_a_store(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml"]
 
 
+def test_read_only_commands_leave_the_store_as_it_was(tmp_path):
+    """A store that is not in WAL mode (say, copied from a backup): reading it changes no byte
+    and leaves no journal beside it."""
+    path = _swept(tmp_path)
+    db = tmp_path / "trials.db"
+    con = sqlite3.connect(db)
+    con.execute("pragma journal_mode=delete")
+    con.close()
+    before = db.read_bytes()
+    for args in (("status", str(path)), ("fit", str(path)), ("plan", str(path)), ("review", str(path)),
+                 ("export", "--storage", f"sqlite:///{db}", "--experiment", "base", "--out", str(tmp_path / "x.csv"))):
+        out = _ladder(tmp_path, *args)
+        assert "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert db.read_bytes() == before, args
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("trials.db-")], args
+
+
 def test_an_empty_file_is_not_taken_for_an_empty_store(tmp_path):
     path = _base(tmp_path)
     (tmp_path / "trials.db").write_bytes(b"")
     _one_line_error(_ladder(tmp_path, "fit", str(path)), "empty file")
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "empty file")
+    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{tmp_path / 'trials.db'}", "--experiment",
+                            "base", "--out", str(tmp_path / "x.csv")), "empty file")
     assert (tmp_path / "trials.db").stat().st_size == 0
 
 
@@ -237,6 +270,8 @@ def test_a_foreign_database_is_left_untouched(tmp_path):
         _one_line_error(_ladder(tmp_path, command, str(path)), "not a trial store")
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "not a trial store")
+    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{db}", "--experiment", "base",
+                            "--out", str(tmp_path / "x.csv")), "not a trial store")
     assert db.read_bytes() == before
 
 
@@ -266,15 +301,39 @@ def test_a_damaged_store_is_one_line(tmp_path, command):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and ("damaged" in lines[0] or "malformed" in lines[0] or "failed" in lines[0]), lines
+    assert str(tmp_path / "trials.db") in lines[0], lines
 
 
 def test_a_dropped_table_is_one_line(tmp_path):
     path = _swept(tmp_path)
-    con = sqlite3.connect(tmp_path / "trials.db")
+    db = tmp_path / "trials.db"
+    con = sqlite3.connect(db)
     con.execute("drop table trial_user_attributes")
     con.commit()
+    con.execute("pragma wal_checkpoint(truncate)")
     con.close()
+    before = db.read_bytes()
     _one_line_error(_ladder(tmp_path, "fit", str(path)), "trial_user_attributes")
+    # A sweep must not re-create the table empty and start over.
+    _one_line_error(_ladder(tmp_path, "sweep", str(path), "--no-progress"), "trial_user_attributes", str(db))
+    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{db}", "--experiment", "base",
+                            "--out", str(tmp_path / "x.csv")), "trial_user_attributes")
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["fit", "status", "export"])
+def test_a_null_in_the_store_is_one_line_naming_it(tmp_path, command):
+    path = _swept(tmp_path)
+    db = tmp_path / "trials.db"
+    con = sqlite3.connect(db)
+    con.execute("update trial_user_attributes set value_json = NULL")
+    con.commit()
+    con.close()
+    if command == "export":
+        args = ("export", "--storage", f"sqlite:///{db}", "--experiment", "base", "--out", str(tmp_path / "x.csv"))
+    else:
+        args = (command, str(path))
+    _one_line_error(_ladder(tmp_path, *args), "malformed", str(db))
 
 
 def test_a_store_with_a_newer_schema_is_one_line(tmp_path):
@@ -286,3 +345,6 @@ def test_a_store_with_a_newer_schema_is_one_line(tmp_path):
     for command in ("fit", "sweep"):
         out = _ladder(tmp_path, command, str(path), *(("--no-progress",) if command == "sweep" else ()))
         _one_line_error(out, "cannot be used")
+    out = _ladder(tmp_path, "export", "--storage", f"sqlite:///{tmp_path / 'trials.db'}", "--experiment", "base",
+                  "--out", str(tmp_path / "x.csv"))
+    _one_line_error(out, "cannot be used")

@@ -210,8 +210,9 @@ def _rung_from_table(table: Any, key: str) -> RungSpec:
         if required not in table:
             raise ExperimentError(f"{key}.{required}", "is required")
     name = _name(table["name"], f"{key}.name")
-    tokens = _number(table["tokens"], f"{key}.tokens", integer=True, positive=True)
-    batch = _number(table.get("batch_size", 16), f"{key}.batch_size", integer=True, positive=True)
+    tokens = _number(table["tokens"], f"{key}.tokens", integer=True, positive=True, maximum=MAX_TOKENS)
+    batch = _number(table.get("batch_size", 16), f"{key}.batch_size", integer=True, positive=True,
+                    maximum=MAX_BATCH)
     config = _config(table, key, ("tokens", "batch_size"))
     return RungSpec(name=name, config=config, tokens=tokens, batch_size=batch)
 
@@ -344,14 +345,14 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
     if sampler not in SAMPLERS:
         raise ExperimentError("search.sampler", f"must be one of {', '.join(SAMPLERS)}", sampler)
     trials = _number(table.get("trials_per_rung", 20), "search.trials_per_rung", integer=True,
-                     positive=True)
+                     positive=True, maximum=MAX_TRIALS)
     startup = _number(table.get("startup_trials", min(10, trials)), "search.startup_trials",
-                      integer=True, non_negative=True)
+                      integer=True, non_negative=True, maximum=MAX_TRIALS)
     grid_points = _number(table.get("grid_points", 5), "search.grid_points", integer=True, positive=True,
                           maximum=MAX_GRID)
     upper = table.get("trials_per_upper_rung")
     if upper is not None:
-        upper = _number(upper, "search.trials_per_upper_rung", integer=True, positive=True)
+        upper = _number(upper, "search.trials_per_upper_rung", integer=True, positive=True, maximum=MAX_TRIALS)
     replicates = _number(table.get("replicates", 1), "search.replicates", integer=True, non_negative=True,
                          maximum=100)
     sampler_seed = table.get("sampler_seed")
@@ -390,6 +391,10 @@ def _parse_search(table: Any, domains: tuple[str, ...]) -> SearchSpec:
 
 
 MAX_GRID = 100_000   # grid cells: far more than any sweep trains, few enough to list
+# Upper bounds that no real ladder reaches and that keep every count and product finite.
+MAX_TRIALS = 100_000             # trials a rung
+MAX_TOKENS = 10 ** 15            # a rung's training tokens (a thousand times a frontier run's)
+MAX_BATCH = 2 ** 24              # sequences a step
 
 
 def _check_grid(box: tuple[KnobSpec, ...], domains: tuple[str, ...], points: int, trials: int,
@@ -413,9 +418,9 @@ def _parse_budget(table: Any) -> BudgetSpec:
     frac = table.get("max_fraction_of_target")
     flops = table.get("max_flops")
     if frac is not None:
-        _number(frac, "budget.max_fraction_of_target", positive=True)
+        _number(frac, "budget.max_fraction_of_target", positive=True, maximum=1000)
     if flops is not None:
-        _number(flops, "budget.max_flops", positive=True)
+        _number(flops, "budget.max_flops", positive=True, maximum=1e40)
     return BudgetSpec(max_fraction_of_target=frac, max_flops=None if flops is None else float(flops))
 
 
@@ -436,7 +441,7 @@ def _parse_review(table: Any) -> dict[str, Any]:
             if value <= low:
                 raise ExperimentError(key, f"must be > {low:g}", value)
         else:
-            _number(value, key, positive=True)
+            _number(value, key, positive=True, maximum=1e30)
         review[name] = value
     for axis in ("", "_tokens", "_flops"):
         if review[f"extrapolation{axis}_warn"] > review[f"extrapolation{axis}_fail"]:

@@ -45,6 +45,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from proxy import __version__
 from proxy.sweep import knobs as K
 from proxy.sweep.store import check_reachable, open_storage, rdb_storage, study_name
+from proxy.sweep.snapshot import loads
 
 FIELDS = ("loss", "params_total", "params_active", "tokens", "rung", "config", "seed", "diverged",
           "flops") + tuple(k for k in K.KNOBS if k != K.MIX_KNOB)
@@ -528,7 +529,6 @@ def _stream_trials(con: Any, experiment: str, keys: Sequence[str]
     """``(trial id, study name, trial number, objective, {key: attribute})`` for each complete
     trial."""
     import itertools
-    import json
 
     import sqlalchemy
 
@@ -540,7 +540,7 @@ def _stream_trials(con: Any, experiment: str, keys: Sequence[str]
         rows = list(rows)
         _, number, name, value, kind, _, _ = rows[0]
         objective = {"INF_POS": math.inf, "INF_NEG": -math.inf}.get(kind, value)
-        yield trial_id, name, number, objective, {r[5]: json.loads(r[6]) for r in rows}
+        yield trial_id, name, number, objective, {r[5]: loads(r[6]) for r in rows}
 
 
 def _check_out(out: Path) -> None:
@@ -559,7 +559,6 @@ def export_csv(storage_url: str, experiment: str, out: str | Path) -> int:
     trials stream from the store (the rows of an imported file in chunks, in file order), so
     memory stays bounded whatever the count; the file appears only once it is whole.
     """
-    import json
     import os
 
     import sqlalchemy
@@ -590,7 +589,7 @@ def export_csv(storage_url: str, experiment: str, out: str | Path) -> int:
                 for start in range(0, len(order), 500):
                     chunk = [tid for _, tid in order[start:start + 500]]
                     rows = dict(con.execute(sql, {"ids": chunk}).all())
-                    writer.writerows(json.loads(rows[tid]) for tid in chunk)
+                    writer.writerows(loads(rows[tid]) for tid in chunk)
                     n += len(chunk)
             else:
                 knob_names = dict.fromkeys(k for *_, attrs in _stream_trials(con, experiment, ["knobs"])

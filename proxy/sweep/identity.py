@@ -26,14 +26,18 @@ HISTORY_ATTR = "fingerprint_forced"   # the fingerprints a --force replaced, old
 class ExperimentChanged(ValueError):
     """A rung's stored fingerprint differs from the experiment file's; ``keys`` are the changes."""
 
-    def __init__(self, experiment: str, rung: str, keys: list[str], stored: dict, now: dict) -> None:
+    def __init__(self, experiment: str, rung: str, keys: list[str], stored: dict, now: dict, *,
+                 reading: bool = False) -> None:
         self.keys = keys
         shown = "; ".join(f"{k}: {stored.get(k, '(absent)')} -> {now.get(k, '(absent)')}" for k in keys[:4])
         more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-        super().__init__(
-            f"experiment {experiment!r} rung {rung!r} was swept with other settings ({shown}{more}); "
-            "its trials would be reused under the new ones. Rerun with --new-name NAME to sweep the "
-            "edited file as a new experiment in the same store, or --force to keep the old trials")
+        what = ("the fits would read its trials as if run with the file's settings. Restore the file, or "
+                "sweep the edited one with `ladder sweep --new-name NAME` (or `--force` to keep the old trials)"
+                if reading else
+                "its trials would be reused under the new ones. Rerun with --new-name NAME to sweep the "
+                "edited file as a new experiment in the same store, or --force to keep the old trials")
+        super().__init__(f"experiment {experiment!r} rung {rung!r} was swept with other settings "
+                         f"({shown}{more}); {what}")
 
 
 def _canonical(value: Any) -> Any:
@@ -100,3 +104,21 @@ def check_identity(experiment: Any, storage: Any, rungs: Iterable[Any], *, force
             raise ExperimentChanged(experiment.name, rung.name, keys, stored, now)
         study.set_user_attr(HISTORY_ATTR, list(study.user_attrs.get(HISTORY_ATTR, [])) + [stored])
         study.set_user_attr(ATTR, now)
+
+
+def compare_identity(experiment: Any, storage: Any, rungs: Iterable[Any]) -> None:
+    """The reading commands' check (fit, plan, review, report, status): raise ``ExperimentChanged``
+    when a rung's stored fingerprint differs from the file's, so no fit silently uses trials of
+    other settings; writes nothing (a rung with no fingerprint passes: not swept yet, or imported)."""
+    from proxy.sweep.snapshot import read_study_attrs
+    from proxy.sweep.store import study_name
+
+    attrs = read_study_attrs(storage, experiment.name)
+    for rung in rungs:
+        stored = attrs.get(study_name(experiment.name, rung.name), {}).get(ATTR)
+        if stored is None:
+            continue
+        now = fingerprint(experiment, rung)
+        keys = changed_keys(stored, now)
+        if keys:
+            raise ExperimentChanged(experiment.name, rung.name, keys, stored, now, reading=True)

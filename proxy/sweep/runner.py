@@ -394,6 +394,8 @@ def run_sweep(experiment: Experiment, *, rungs: tuple[str, ...] | None = None, w
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     selected = tuple(experiment.rung(r) for r in rungs) if rungs else experiment.rungs
+    if _worker == (0, 1):
+        check_buildable(experiment, selected)   # before the store is opened (or created)
     storage = open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval)
     if _worker == (0, 1):   # the command's own process: its workers find the checks made
         preflight(experiment, storage, selected, force=force)
@@ -412,11 +414,20 @@ def run_sweep(experiment: Experiment, *, rungs: tuple[str, ...] | None = None, w
 
 
 def preflight(experiment: Experiment, storage: Any, rungs: tuple[RungSpec, ...], *, force: bool = False) -> None:
-    """What a sweep checks before its first trial: every rung's weights and optimiser state fit
-    this machine's memory (at the box's largest expert count), and the store's rungs were swept
-    with the experiment's settings (``proxy.sweep.identity``; ``force`` goes on regardless)."""
-    from proxy.backends.memory import check_host_memory
+    """What a sweep checks before its first trial: ``check_buildable``, and the store's rungs
+    were swept with the experiment's settings (``proxy.sweep.identity``; ``force`` goes on
+    regardless)."""
     from proxy.sweep.identity import check_identity
+
+    check_buildable(experiment, rungs)
+    check_identity(experiment, storage, rungs, force=force)
+
+
+def check_buildable(experiment: Experiment, rungs: tuple[RungSpec, ...]) -> None:
+    """Every rung's weights and optimiser state fit this machine's memory (at the box's largest
+    expert count); the simulated backend's expert count is bounded. Touches no store, so a
+    command can run it before it opens (or creates) one."""
+    from proxy.backends.memory import check_host_memory
 
     experts = [k for k in experiment.search.box if k.name == "n_experts"]
     most = {"n_experts": max(experts[0].choices or (experts[0].high,))} if experts else {}
@@ -428,7 +439,6 @@ def preflight(experiment: Experiment, storage: Any, rungs: tuple[RungSpec, ...],
             if config.n_experts > SIMULATED_MAX_EXPERTS:
                 raise ValueError(f"rung {name} has {config.n_experts:,} experts; the simulated backend "
                                  f"draws one load per expert and takes at most {SIMULATED_MAX_EXPERTS:,}")
-    check_identity(experiment, storage, rungs, force=force)
 
 
 def _run_workers(experiment: Experiment, selected: tuple[RungSpec, ...], workers: int,

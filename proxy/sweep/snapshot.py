@@ -68,14 +68,43 @@ def read_experiment(storage: Any, experiment: str) -> dict[str, StudySnapshot]:
     """Every study of ``experiment`` (``"<experiment>/<rung>"``), by study name, from one
     statement (see the module doc). ``storage`` is the RDB storage (or Optuna's cache wrapper)."""
     import sqlalchemy
-    from optuna.distributions import json_to_distribution
-    from optuna.trial import FrozenTrial, TrialState
 
     from proxy.sweep.store import rdb_storage
 
     prefix = experiment + "/"
     with rdb_storage(storage).engine.connect() as con:
         rows = con.execute(sqlalchemy.text(_SQL), {"n": len(prefix), "prefix": prefix}).all()
+    try:
+        return _assemble(rows)
+    except MALFORMED as exc:
+        raise malformed(exc) from None
+
+
+# What a null or a foreign value where Optuna writes its own raises (a damaged or hand-edited store).
+MALFORMED = (TypeError, KeyError, ValueError, AttributeError)
+
+
+def malformed(exc: BaseException) -> ValueError:
+    """The one-line error for a malformed row of the store this process opened last."""
+    from proxy.sweep.store import display_url, last_opened_url
+
+    url = last_opened_url()
+    return ValueError(f"the trial store{' ' + display_url(url) if url else ''} holds a malformed row "
+                      f"({type(exc).__name__}: {exc}); restore it from a copy")
+
+
+def loads(text: Any) -> Any:
+    """``json.loads`` of a stored value; a malformed one (a null, not JSON) is ``malformed``."""
+    try:
+        return json.loads(text)
+    except MALFORMED as exc:
+        raise malformed(exc) from None
+
+
+def _assemble(rows: Any) -> dict[str, StudySnapshot]:
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import FrozenTrial, TrialState
+
     names: dict[int, str] = {}
     study_attrs: dict[int, dict[str, Any]] = {}
     trials: dict[int, dict[str, Any]] = {}
@@ -137,5 +166,5 @@ def read_study_attrs(storage: Any, experiment: str) -> dict[str, dict[str, Any]]
                                             {"n": len(prefix), "prefix": prefix}):
             attrs = out.setdefault(name, {})
             if key is not None:
-                attrs[key] = json.loads(value)
+                attrs[key] = loads(value)
     return dict(sorted(out.items()))

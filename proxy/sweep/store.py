@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import warnings
 import weakref
@@ -109,6 +110,23 @@ def check_reachable(url: str) -> None:
     raise ValueError(f"storage {url!r} is not supported; use sqlite:///PATH or postgresql://...")
 
 
+_LAST_OPENED: list[str] = []   # the URL of the store this process opened last (store_error's default)
+
+
+def display_url(url: str) -> str:
+    """``url`` as a message shows it: a SQLite store by its path, a server URL with its password
+    masked."""
+    path = sqlite_path(url)
+    if path is not None:
+        return str(path)
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def last_opened_url() -> str | None:
+    """The URL of the store this process opened last, or None."""
+    return _LAST_OPENED[-1] if _LAST_OPENED else None
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: bool = False) -> Any:
     """The ``optuna.storages.RDBStorage`` at ``url`` (creating a SQLite folder), cached per process.
 
@@ -120,9 +138,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: 
     if url.startswith(SQLITE_PREFIX) and url[len(SQLITE_PREFIX):] in ("", ":memory:"):
         raise ValueError(f"storage {url!r} is in memory: its trials would be lost with the process "
                          "(and each worker would see its own); give a file, sqlite:///PATH")
+    _LAST_OPENED[:] = [url]
     if read_only:
         check_store(url)
-    key = (url, heartbeat_interval)
+    key = (url, heartbeat_interval, read_only)
     if key in _OPEN:
         return _OPEN[key]
     import optuna
@@ -130,8 +149,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: 
 
     path = sqlite_path(url)
     engine_kwargs: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and not read_only:
+        _refuse_non_store(path)   # a damaged store would get its lost tables back, empty
         path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
         # Several local workers share one file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
@@ -142,7 +163,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: 
         kwargs = {"heartbeat_interval": int(heartbeat_interval),
                   "grace_period": max(2 * int(heartbeat_interval), int(heartbeat_interval) + 2)}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _schema_lock(url, path), warnings.catch_warnings():
+    if read_only:
+        # check_store found every table: Optuna is told not to create any (nor its version row).
+        kwargs["skip_table_creation"] = True
+    with (contextlib.nullcontext() if read_only else _schema_lock(url, path)), warnings.catch_warnings():
         # The heartbeat arguments are marked experimental by Optuna; they are what we rely on.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -150,7 +174,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, read_only: 
         except RuntimeError as exc:   # Optuna: the store's schema is newer (or older) than it knows
             raise ValueError(f"storage {url!r} cannot be used by this Optuna "
                              f"({optuna.__version__}): {str(exc).splitlines()[0]}") from exc
-        if path is not None:
+        if path is not None and not read_only:
             _fast_sqlite(storage, path)
     _OPEN[key] = storage
     return storage
@@ -220,14 +244,22 @@ def _sqlite_tables(path: Path, *, quick_check: bool = False) -> tuple[set[str], 
 
 
 def _refuse_non_store(path: Path) -> None:
-    """Before Optuna creates its tables in an existing file: refuse an empty (0-byte) file, which
-    is a store that lost its contents rather than a new one, and someone else's database."""
+    """Before Optuna opens an existing file to write (and creates any table it lacks): refuse an
+    empty (0-byte) file, which is a store that lost its contents rather than a new one, someone
+    else's database, and a trial store missing some of its tables (Optuna would re-create them
+    empty and the sweep would start over in silence)."""
     if not path.exists():
         return
+    if not path.is_file():
+        raise ValueError(f"the trial store {path} is a folder or a device, not a database file")
     tables, _ = _sqlite_tables(path)
     if tables and "studies" not in tables:
         raise ValueError(f"{path} is a SQLite database but not a trial store (it has no Optuna tables); "
                          "name another file")
+    missing = [t for t in OPTUNA_TABLES if t not in tables]
+    if tables and missing:
+        raise ValueError(f"the trial store {path} is damaged: it lacks the table(s) {', '.join(missing)}; "
+                         "restore it from a copy, or name another file")
 
 
 def _sqlite_schema_complete(path: Path) -> bool:
@@ -305,9 +337,10 @@ def check_store(url: str) -> None:
     raise ValueError(f"storage {url!r} is not supported; use sqlite:///PATH or postgresql://...")
 
 
-def store_error(exc: BaseException) -> str | None:
+def store_error(exc: BaseException, url: str | None = None) -> str | None:
     """A one-line description of a store failure met while reading or writing (a damaged page,
-    a dropped table, a lost connection), or None when ``exc`` is not one."""
+    a dropped table, a lost connection), naming the store at ``url`` when given (a password in
+    a PostgreSQL URL is masked), or None when ``exc`` is not one."""
     try:
         import sqlalchemy.exc
         from optuna.exceptions import StorageInternalError
@@ -316,7 +349,9 @@ def store_error(exc: BaseException) -> str | None:
     if isinstance(exc, (StorageInternalError, sqlalchemy.exc.DBAPIError, sqlite3.DatabaseError)):
         cause = exc.__cause__ or exc.__context__ or exc
         first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
-        return f"the trial store failed: {first}"
+        url = url or last_opened_url()
+        where = f" {display_url(url)}" if url else ""
+        return f"the trial store{where} failed: {first}"
     return None
 
 

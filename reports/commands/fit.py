@@ -118,10 +118,14 @@ def open_store(experiment: Any, *, read_only: bool = True) -> Any:
     """The experiment's trial store, opened once per command and passed to every step that reads
     or writes it (one connection pool, one heartbeat setting). The reading commands (fit, plan,
     review, report) open it ``read_only``: a store that is not there is an error, never created."""
+    from proxy.sweep.identity import compare_identity
     from proxy.sweep.store import open_storage
 
-    return open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval,
-                        read_only=read_only)
+    storage = open_storage(experiment.storage, heartbeat_interval=experiment.heartbeat_interval,
+                           read_only=read_only)
+    if read_only:   # a rung swept with other settings than the file's: say so before fitting it
+        compare_identity(experiment, storage, experiment.rungs)
+    return storage
 
 
 def run_dir(experiment: Any, out: str | None = None) -> Path:

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from reports.pdf import write_report
 
     exp = load(args)
+    store = open_store(exp)   # first: a store that is not there is an error, and no folder is made for it
     folder = run_dir(exp, args.out)
-    path = write_report(folder, exp, open_store(exp), args.output)
+    path = write_report(folder, exp, store, args.output)
     print(f"wrote {path}")
     return 0

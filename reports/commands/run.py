@@ -50,11 +50,13 @@ def _report(experiment: Any, storage: Any, out: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxy.sweep.runner import check_buildable
     from transfer.ladder import run_ladder
 
     exp = with_identity(with_device(load(args), args.device), args)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    check_buildable(exp, exp.rungs)   # before the store is opened (or created)
     storage = open_store(exp, read_only=False)
     progress = None
     if not args.no_progress:

@@ -23,6 +23,7 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from proxy.sweep.experiment import load_experiment
+    from proxy.sweep.identity import compare_identity
     from proxy.sweep.ledger import ledger
     from proxy.sweep.runner import rung_progress
     from proxy.sweep.store import open_storage, storage_exists
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{exp.name}: no trials yet (store {exp.storage} does not exist)")
         return 0
     storage = open_storage(exp.storage, read_only=True)
+    compare_identity(exp, storage, exp.rungs)
     book = ledger(storage, exp)
     header = f"{'rung':<12} {'complete':>9} {'diverged':>8} {'failed':>6} {'best loss':>10} " \
              f"{'FLOPs':>10} {'of target':>9}  best params"
