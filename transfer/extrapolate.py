@@ -530,3 +530,26 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
                 extrapolation_factor=target.params_active / largest.params_active, config=_jsonable(config),
                 knobs=knobs, categorical=cats, loss=loss, ledger=ledger,
                 provenance=provenance_for(experiment, command), box_adjustments=tuple(adjustments), notes=tuple(notes))
+
+
+def plan_budget_split(experiment: Experiment, fits: Fits, plan: Any, ledger: LedgerSummary,
+                      grid: Any = None) -> Any:
+    """``fits.budget_split.budget_split`` for a made plan: what the search would be worth with n
+    trials per rung (``ladder plan --budget-split``). The sampler's trials on a rung are its
+    complete trials that are neither the baseline nor a replicate seed. Raises ValueError when
+    the plan has no priced search value (``plan.notes`` says why)."""
+    from fits.budget_split import DEFAULT_GRID, budget_split
+
+    if plan.search_value is None:
+        why = next((n for n in plan.notes if "search value" in n), "the search value was not priced")
+        raise ValueError(f"no budget split: {why}")
+    counts = {r: float(n) for r, n in ledger.trials_per_rung.items() if n > 0}
+    sampled = {}
+    for rung in counts:
+        obs = fits.observations.get(rung, ())
+        own = sum(1 for o in obs if not o.extra.get("baseline") and "replicate_of" not in o.extra)
+        sampled[rung] = float(min(max(own, 1), counts[rung]))
+    flops = {r: float(ledger.per_rung_flops.get(r, 0.0)) for r in counts}
+    return budget_split(plan.search_value, dict(fits.trends), target_point(target_info(experiment)),
+                        sampled_trials=sampled, rung_trials=counts, rung_flops=flops,
+                        grid=DEFAULT_GRID if grid is None else grid)

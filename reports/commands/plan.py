@@ -14,7 +14,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "target, with 80% and 95% intervals, the predicted loss and the sweep's "
                                           "cost; write fits.json and plan.json.")
     add_common(p)
+    p.add_argument("--budget-split", nargs="?", const="default", default=None, metavar="N,N,...",
+                   help="also tabulate what the search would be worth with N trials per rung (default "
+                        "3,4,6,8,12,16,24,32,48), from the fitted surfaces, the trends and the hand-set baseline; "
+                        "writes it into plan.json as budget_split (fits.budget_split states its assumptions)")
     p.set_defaults(func=run)
+
+
+def parse_grid(text: str) -> tuple[int, ...] | None:
+    """``--budget-split``'s value: None for the default grid, else positive integers."""
+    if text == "default":
+        return None
+    try:
+        grid = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--budget-split takes trial counts separated by commas, got {text!r}") from None
+    if not grid or min(grid) < 1 or max(grid) > 100_000:
+        raise ValueError(f"--budget-split takes trial counts from 1 to 100000, got {text!r}")
+    return grid
 
 
 def plan_summary(plan: Any) -> str:
@@ -52,8 +69,19 @@ def plan_and_write(experiment: Any, storage: Any, out: str | None, command: str)
 
 
 def run(args: argparse.Namespace) -> int:
+    from transfer.extrapolate import ledger_summary, plan_budget_split
+
+    grid = parse_grid(args.budget_split) if args.budget_split is not None else None
     exp = load(args)
-    _, plan = plan_and_write(exp, open_store(exp), args.out, "ladder plan")
+    storage = open_store(exp)
+    fits, plan = plan_and_write(exp, storage, args.out, "ladder plan")
     print(plan_summary(plan))
-    print(f"wrote {run_dir(exp, args.out) / 'plan.json'}")
+    path = run_dir(exp, args.out) / "plan.json"
+    if args.budget_split is not None:
+        split = plan_budget_split(exp, fits, plan, ledger_summary(exp, storage), grid)
+        print("\nBudget split: the search's expected worth with n trials per rung (point estimates)")
+        print(split.table())
+        print("assumes: " + "; ".join(split.assumptions))
+        write_json(path, plan.to_dict() | {"budget_split": split.to_dict()})
+    print(f"wrote {path}")
     return 0
