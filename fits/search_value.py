@@ -62,9 +62,11 @@ Method and assumptions
    sd^2 = 3/4 (c_1 - c_2)^2 + (s_1^2 + s_2^2) / 4: the rung-to-rung spread as the prediction
    variance of a new rung from two, sigma^2 (1 + 1/2) with sigma^2 = (c_1 - c_2)^2 / 2, plus
    the variance of the mean of the rungs' own estimates (s_i from ``surface.cov`` of q_jj);
-   with one rung, sd = s_1. Knobs are independent. The point estimate is the plug-in
-   sum cbar_k (u_b,k - mu_k)^2; the draws, which average over where u* may be, are higher on
-   average (E (u_b - u*)^2 = (u_b - mu)^2 + var u*): near a zero gap the interval sits above 0.
+   with one rung, sd = s_1. Knobs are independent. Each draw is the gap between the two runs
+   that would be made, c [(u_b - u*)^2 - (mu - u*)^2]: the baseline's excess over the true
+   optimum u* minus the tuned config's (it runs at the planned mu, not at u*). Its mean over u*
+   is the plug-in sum cbar_k (u_b,k - mu_k)^2, the point estimate; it is linear in u*, so near a
+   baseline close to the plan the interval reaches below 0 (the baseline may be the nearer one).
    (b) ``gap_trend``: the measured per-rung gaps against rung size (``size_axis``). When every
    gap is positive and at least twice its standard error, a power law
    ln gap = a + b (ln N - mean) by ``fits.power_law.fit_trend`` (value_se = se / gap, the
@@ -512,7 +514,9 @@ def curvature_gap(optima: Sequence[RungOptimum], trends: Mapping[str, TrendFit],
         else:
             csd = ses[0]
         c_draws = np.clip(rng.normal(cbar, csd, n_draws), 0.0, None)
-        total += c_draws * (u_b - u_draws) ** 2
+        # The gap between the two runs that would be made: the baseline's excess over the true
+        # optimum u* minus the tuned config's (it runs at the planned u_opt, not at u*).
+        total += c_draws * ((u_b - u_draws) ** 2 - (u_opt - u_draws) ** 2)
         knobs.append(KnobGap(knob=name, log=bool(spec.log), baseline=b, planned=math.exp(mu), u_baseline=u_b,
                              u_opt=float(u_opt), u_opt_scale=float(scale), df=df, interval_kind=iv.kind,
                              curvature=cbar, curvature_sd=csd, curvature_rungs=tuple(labels),

@@ -4,8 +4,9 @@ The ladders are ``fits.calibration.simulate_ladder`` (quadratic basins in ln lr 
 floor L0(N) = 1.7 + 400 N^-0.34, D = 20 N, so C = 6 N D = 120 N^2), fitted with the real
 pipeline (``fit_optimum``, ``trend_from_optima``, ``fit_loss_law_n`` through
 ``search_value``). The baseline sets lr to the true law times r on every rung and at the
-target, and is measured with two seeds per rung. Truth at the target N_t: gap = a (ln r - d_t)^2
-(d_t the target's own deviation from the law) and, the floor written as a law in C being
+target, and is measured with two seeds per rung. Truth at the target N_t: the gap between the
+baseline's run and the tuned one's, gap = a [(ln r - d_t)^2 - (p - d_t)^2] (d_t the target's own
+deviation from the law, p the plan's ln lr minus the law's: the tuned run misses the optimum too) and, the floor written as a law in C being
 E + 400 (C/120)^(-0.17), m = (1 + gap / (400 N_t^-0.34))^(1 / 0.17).
 """
 
@@ -51,7 +52,10 @@ def _ladder(i: int, r: float, *, seeds: int = 2, noise_sd: float | None = NOISE)
     target = SizePoint(N_TARGET, N_TARGET, 20 * N_TARGET)
     true_log_t = target_truth(lad, N_TARGET, rng)
     log_bt = lad.law_log_lr(N_TARGET) + math.log(r)
-    gap_true = CURV * (log_bt - true_log_t) ** 2
+    # The true gap between the two runs that would be made: the baseline's and the tuned
+    # config's (at the planned lr, not at the true optimum) excess losses at the target.
+    log_plan = trends["lr"].interval_at(target, 0.05).log_estimate
+    gap_true = CURV * ((log_bt - true_log_t) ** 2 - (log_plan - true_log_t) ** 2)
     m_true = (1 + gap_true / (A0 * N_TARGET ** -ALPHA_N)) ** (1 / (ALPHA_N / 2))
     flops = {o.rung: 120.0 * o.params_active ** 2 for o in optima}
     return dict(optima=optima, baseline=baseline, trends=trends, target=target,
@@ -70,8 +74,9 @@ def test_the_95_interval_of_m_covers_the_true_multiplier_on_50_ladders():
     largest rung), the 95% interval of m held the true m in 50 of 50 (100%; the 80% interval in
     48 of 50, 96%), and the gap's 95% interval the true gap in 50 of 50 (80%: 48 of 50):
     conservative, from the t(3) lr-trend interval at the target and the curvature's prediction
-    sd from two rungs about equally. Verdicts at f = 6.6% (break-even 1.07x): 6 PASS, 43 WARN,
-    1 FAIL. Required: coverage of at least 90%."""
+    sd from two rungs about equally. Verdicts at f = 6.6% (break-even 1.07x): 4 PASS, 45 WARN,
+    1 FAIL (before the tuned run's own miss was subtracted from the gap's draws: 6 PASS, 43 WARN). Required:
+    coverage of at least 90%."""
     hits = gap_hits = 0
     reps = 50
     for i in range(reps):
