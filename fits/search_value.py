@@ -94,7 +94,11 @@ Method and assumptions
    m (1 - f) > 1: break-even m = 1 / (1 - f); net effect m (1 - f) - 1 (a fraction of the
    target run). "PASS" when the 95% lower bound of m clears break-even, "WARN" when only the
    estimate does, "FAIL" otherwise. A compute law with ``LossLawFit.problems`` caps a PASS at
-   WARN (it must not be extrapolated).
+   WARN (it must not be extrapolated), and so does a curvature gap whose baseline lies further
+   from the plan than the two largest rungs measured their basins (``KnobGap.reach``: the
+   largest distance from a rung's vertex to an end of its box; beyond it the quadratic is an
+   extrapolation, and real curves rise slower than a quadratic below the optimum and end in
+   divergence above it).
 """
 
 from __future__ import annotations
@@ -390,12 +394,21 @@ class KnobGap:
     curvature_sd: float
     curvature_rungs: tuple[str, ...]
     gap: float
+    reach: float = math.inf   # how far from their vertex the curvature rungs measured the basin (u units)
+
+    @property
+    def beyond_basin(self) -> bool:
+        """The baseline is further from the plan than the rungs measured their basins: the
+        quadratic's gap is an extrapolation (real curves rise slower on the low side, and end in
+        divergence on the high side)."""
+        return bool(abs(self.u_baseline - self.u_opt) > self.reach)
 
     def to_dict(self) -> dict:
         return {"knob": self.knob, "log": self.log, "baseline": self.baseline, "planned": self.planned,
                 "u_baseline": self.u_baseline, "u_opt": self.u_opt, "u_opt_scale": self.u_opt_scale, "df": self.df,
                 "interval_kind": self.interval_kind, "curvature": self.curvature, "curvature_sd": self.curvature_sd,
-                "curvature_rungs": list(self.curvature_rungs), "gap": self.gap}
+                "curvature_rungs": list(self.curvature_rungs), "gap": self.gap,
+                "reach": self.reach if math.isfinite(self.reach) else None, "beyond_basin": self.beyond_basin}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "KnobGap":
@@ -403,7 +416,8 @@ class KnobGap:
                    planned=float(d["planned"]), u_baseline=float(d["u_baseline"]), u_opt=float(d["u_opt"]),
                    u_opt_scale=float(d["u_opt_scale"]), df=int(d["df"]), interval_kind=str(d["interval_kind"]),
                    curvature=float(d["curvature"]), curvature_sd=float(d["curvature_sd"]),
-                   curvature_rungs=tuple(d["curvature_rungs"]), gap=float(d["gap"]))
+                   curvature_rungs=tuple(d["curvature_rungs"]), gap=float(d["gap"]),
+                   reach=math.inf if d.get("reach") is None else float(d["reach"]))
 
 
 @dataclass(frozen=True)
@@ -452,6 +466,18 @@ def _baseline_value(baseline_at_target: Mapping[str, float] | Callable[[str], fl
         raise ValueError("baseline_at_target must be a mapping knob -> value or a function of the knob name, "
                          f"got {type(baseline_at_target).__name__}")
     return _finite(f"baseline_at_target[{knob!r}]", v)
+
+
+def _reach(opts: Sequence[RungOptimum], knob: str) -> float:
+    """How far from its vertex each of the curvature rungs (``_curvatures``) measured its basin,
+    the smaller of the two: the largest distance from the vertex to an end of the box the
+    surface was fitted in (transformed coordinates)."""
+    out = []
+    for o in [o for o in opts if o.surface is not None and knob in o.continuous][-2:]:
+        j = o.continuous.index(knob)
+        lo, hi = o.center[j] - o.half_width[j], o.center[j] + o.half_width[j]
+        out.append(float(max(abs(o.vertex[j] - lo), abs(hi - o.vertex[j]))))
+    return min(out) if out else math.inf
 
 
 def _curvatures(opts: Sequence[RungOptimum], knob: str) -> tuple[list[float], list[float], list[str]]:
@@ -520,7 +546,11 @@ def curvature_gap(optima: Sequence[RungOptimum], trends: Mapping[str, TrendFit],
         knobs.append(KnobGap(knob=name, log=bool(spec.log), baseline=b, planned=math.exp(mu), u_baseline=u_b,
                              u_opt=float(u_opt), u_opt_scale=float(scale), df=df, interval_kind=iv.kind,
                              curvature=cbar, curvature_sd=csd, curvature_rungs=tuple(labels),
-                             gap=cbar * (u_b - u_opt) ** 2))
+                             gap=cbar * (u_b - u_opt) ** 2, reach=_reach(usable, name)))
+        if knobs[-1].beyond_basin:
+            notes.append(f"{name}: the hand-set value is {abs(u_b - u_opt):.3g} from the plan in "
+                         f"{'ln ' if spec.log else ''}{name}, beyond the {knobs[-1].reach:.3g} over which "
+                         f"{' and '.join(labels)} measured the basin: the quadratic's gap is an extrapolation")
     cats = [k.name for k in opts[-1].knobs if k.categorical]
     if cats:
         notes.append(f"categorical knob(s) {', '.join(cats)}: the curvature gap covers continuous knobs only; a "
@@ -768,8 +798,8 @@ def judge(fraction: float, m: float, m_ci95: ConfidenceInterval, m_ci80: Confide
     if status == "PASS":
         tail = ": the search paid for itself."
     elif capped:
-        tail = (f": the 95% interval clears the break-even of {_fmt_m(be)}, but the compute law behind it must not "
-                f"be extrapolated ({'; '.join(problems)}), so the search only probably paid for itself.")
+        tail = (f": the 95% interval clears the break-even of {_fmt_m(be)}, but it rests on what must not be "
+                f"extrapolated ({'; '.join(problems)}), so the search only probably paid for itself.")
     elif status == "WARN":
         tail = (f": the estimate clears the break-even of {_fmt_m(be)}, but the 95% interval reaches below it: the "
                 "search probably paid for itself, not surely.")
@@ -778,6 +808,8 @@ def judge(fraction: float, m: float, m_ci95: ConfidenceInterval, m_ci80: Confide
                 f"(break-even {_fmt_m(be)}).")
     else:
         tail = f": below the break-even of {_fmt_m(be)}, the search did not pay for itself at this budget."
+    if problems and not capped:
+        tail += f" It rests on what must not be extrapolated: {'; '.join(problems)}."
     return Verdict(status=status, break_even=be, net=net, net_ci80=n80, net_ci95=n95, statement=head + tail)
 
 
@@ -923,7 +955,11 @@ def search_value(optima: Sequence[RungOptimum], baseline: Mapping[str, Sequence[
     else:
         m_draws = compute_multiplier(used.draws, claw.A, claw.alpha, c_t)
     m80, m95, _ = _draw_intervals(np.asarray(m_draws), m_hat)
-    verdict = judge(f, m_hat, m95, m80, claw.problems)
+    problems = list(claw.problems)
+    if used.method == "curvature":
+        problems += [f"the {k.knob} gap extrapolates the measured basin {abs(k.u_baseline - k.u_opt) / k.reach:.2g}x "
+                     "beyond its reach" for k in used.knobs if k.beyond_basin]
+    verdict = judge(f, m_hat, m95, m80, problems)
     return SearchValue(fraction=f, target=target.to_dict(), target_flops=float(c_t), gaps=gaps, curvature=curv,
                        gap_trend=trend, gap_trend_error=trend_err, method=used.method, method_reason=reason,
                        gap=used.estimate, gap_ci80=used.ci80, gap_ci95=used.ci95, z_difference=z, law=claw, m=m_hat,

@@ -254,3 +254,17 @@ def test_bad_inputs_raise_with_names():
         compute_multiplier(0.01, 1.0, 0.1, 0.0)
     with pytest.raises(ValueError, match="gaps\\[0\\]"):
         gap_trend([1.0, 2.0, 3.0], sim["target"])
+
+
+def test_a_baseline_beyond_the_measured_basin_is_flagged_and_never_passes():
+    """A hand-set lr 20x off (ln 20 = 3.0) lies beyond the ~1.6-2.1 in ln lr over which the rungs'
+    boxes measured the basin: the quadratic's gap is an extrapolation, said in a note and in the
+    statement, and the check is at most WARN; 2x off (0.69) stays inside."""
+    far = _value(_ladder(5, 20.0), seed=5)
+    knob = far.curvature.knobs[0]
+    assert knob.beyond_basin and 1.0 < knob.reach < 3.0
+    assert any("beyond the" in n and "extrapolation" in n for n in far.notes)
+    assert far.status != "PASS" and "beyond its reach" in far.statement
+    assert SearchValue.from_dict(json.loads(json.dumps(far.to_dict()))).curvature.knobs[0].reach == pytest.approx(knob.reach)
+    near = _value(_ladder(5, 2.0), seed=5)
+    assert not near.curvature.knobs[0].beyond_basin and "beyond its reach" not in near.statement
