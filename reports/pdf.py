@@ -228,7 +228,7 @@ def write_pdf(d: ReportData, path: str | Path) -> Path:
     a reader never sees half a report); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pdf.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # one a process: two runs on one folder
     with matplotlib.rc_context(RC):
         pages = build_pages(d)
         with PdfPages(tmp, metadata={"Title": f"Plan review: {d.plan.experiment}",

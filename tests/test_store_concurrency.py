@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from proxy.sweep.experiment import load_experiment
 from proxy.sweep.store import close_all, open_storage, study_name
-from sweep_toml import rung
+from sweep_toml import TARGET, rung
 
 TEXT = """
 [experiment]
@@ -86,6 +86,26 @@ def test_two_sweeps_of_one_experiment_propose_distinct_points(tmp_path, store_ur
         assert len({t.params["lr"] for t in complete}) == 8, sorted(t.params["lr"] for t in complete)
         assert len({t.user_attrs["worker"] for t in complete}) == 2
 
+
+
+def test_two_ladder_runs_on_one_store_queue_each_point_once(tmp_path, store_url):
+    """Two `ladder run`s of one experiment with a baseline and replicates, on one store, started
+    together: each rung ends with its sampler's trials at distinct points, one baseline trial and
+    one replicate (Optuna's skip_if_exists is a check-then-insert: both passed it), and both runs
+    finish."""
+    exp = _write(tmp_path, store_url, n=6, sleep=0.1, extra="replicates = 1\n")
+    exp.write_text(exp.read_text() + "\n" + TARGET + "\n[baseline]\nlr = 1e-3\n")
+    procs = [_ladder("run", str(exp), "--no-progress") for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    for name in ("r0", "r1"):
+        complete = [t for t in _trials(store_url, name) if t.state == TrialState.COMPLETE]
+        baseline = [t for t in complete if t.user_attrs.get("baseline")]
+        replicas = [t for t in complete if "replicate_of" in t.user_attrs]
+        sampled = [t for t in complete if t not in baseline and t not in replicas]
+        assert len(baseline) == 1 and baseline[0].params["lr"] == pytest.approx(1e-3), name
+        assert len(replicas) == 1, [t.user_attrs for t in replicas]
+        assert len(sampled) >= 6 and len({t.params["lr"] for t in sampled}) == len(sampled), name
 
 RACE = """
 import sys, time
@@ -162,6 +182,41 @@ def test_a_retry_starts_with_clean_attributes(tmp_path):
     assert again.user_attrs == {"replicate_of": 3} and again.params == failed.params
     close_all()
 
+POP = """
+import sys, time
+import optuna
+from proxy.sweep.store import open_storage
+from proxy.sweep.runner import quiet_optuna
+url, start = sys.argv[1], float(sys.argv[2])
+study = optuna.load_study(study_name="pop/r0", storage=open_storage(url, heartbeat_interval=2))
+time.sleep(max(0.0, start - time.time()))
+got = []
+with quiet_optuna():
+    for _ in range(15):
+        trial = study.ask()
+        got.append(trial.number)
+        study.tell(trial, 1.0)
+print(" ".join(map(str, got)))
+"""
+
+
+def test_two_workers_never_take_the_same_queued_trial(tmp_path, store_url):
+    """30 queued trials, two processes asking at the same moment: every queued trial is taken by
+    one of them (the driver's deferred transactions let both take one)."""
+    import optuna
+
+    storage = open_storage(store_url, heartbeat_interval=2)
+    study = optuna.create_study(study_name="pop/r0", storage=storage)
+    for i in range(30):
+        study.enqueue_trial({"lr": 1e-4 * (1 + i)})
+    start = time.time() + 4.0
+    procs = [_python(POP, store_url, str(start)) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    taken = [set(map(int, o[0].split())) for o in outs]
+    assert not taken[0] & taken[1], sorted(taken[0] & taken[1])
+    assert len(taken[0] | taken[1]) == 30
+
 OPEN = """
 import sys, time
 import optuna
@@ -183,30 +238,53 @@ def test_processes_starting_together_on_a_new_store_all_start(tmp_path, store_ur
 
 
 def test_reads_during_a_sweep_never_fail(tmp_path, store_url):
-    """fit, plan and status read the store while two workers write to it: every read succeeds
-    and sees each trial whole (its observation's loss is the trial's value)."""
+    """fit, status, plan and review read the store while two workers write to it: every read
+    succeeds or, before the first trial, says so in one line; none raises, and each sees every
+    trial whole (its observation's loss is the trial's value)."""
+    import contextlib
+    import io
+
+    from reports.cli import main
     from transfer.observations import fit_rungs, load_observations
 
     path = _write(tmp_path, store_url, n=10, sleep=0.05)
+    path.write_text(path.read_text() + "\n" + TARGET)
     sweep = _ladder("sweep", str(path), "--no-progress", "--workers", "2")
     exp = load_experiment(path)
-    reads = 0
+    reads = commands = 0
     try:
         while sweep.poll() is None:
-            try:
-                storage = open_storage(exp.storage)
-                obs = load_observations(exp, storage)
-            except KeyError:   # the studies are not there yet
+            if not any(s.study_name.startswith("many/") for s in _studies(store_url)):
+                time.sleep(0.05)   # the sweep has not created its rungs yet
                 continue
+            obs = load_observations(exp, open_storage(exp.storage))
             for rung_obs in obs.values():
                 for o in rung_obs:
                     assert o.extra["objective"] == pytest.approx(o.loss)
-            fit_rungs(exp, obs)
+            if obs:
+                fit_rungs(exp, obs)
             reads += 1
+            command = ("status", "fit", "plan", "review")[commands % 4]
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                code = main([command, str(path), "--out", str(tmp_path / "out")] if command != "status"
+                            else [command, str(path)])
+            lines = [line for line in err.getvalue().splitlines() if line.strip() and "wrote" not in line]
+            assert code == 0 or (code == 2 and len(lines) == 1 and ("no finished trial" in lines[0] or "usable" in
+                                                                    lines[0] or "optimum" in lines[0])), \
+                (command, err.getvalue()[-2000:])
+            commands += 1
     finally:
         out = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, out[1][-2000:]
-    assert reads >= 3
+    assert reads >= 3 and commands >= 3
+
+
+def _studies(url: str):
+    try:
+        return open_storage(url).get_all_studies()
+    except Exception:   # the store is being created
+        return []
 
 
 def test_grid_sampler_finishes_its_rungs(tmp_path, store_url):

@@ -252,7 +252,7 @@ def run_ladder(experiment: Experiment, *, mode: str = "ladder", storage: BaseSto
 
 def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed: int,
            progress: Callable[[Any], None] | None, pool: Any) -> LadderResult:
-    from proxy.sweep.store import open_storage
+    from proxy.sweep.store import claim_once, open_storage
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -274,7 +274,7 @@ def _climb(experiment: Experiment, mode: str, storage: BaseStorage | None, seed:
             record = first_box(experiment, rung, below, mode)
             study = _study(experiment, rung, storage)
             study.set_user_attr(ATTR, record.to_dict())
-            if record.enqueued:
+            if record.enqueued and claim_once(study, "start"):   # once, whatever the processes
                 study.enqueue_trial(dict(record.enqueued), skip_if_exists=True)
         while True:
             message = pool.sweep_rung(_rung_experiment(experiment, record), rung, storage, progress)
@@ -370,10 +370,14 @@ def _replicate(experiment: Experiment, rung: RungSpec, record: RungRecord, stora
     replicate."""
     from optuna.trial import TrialState
 
+    from proxy.sweep.store import claim_once
+
     k = experiment.search.replicates
     study = _study(experiment, rung, storage)
     trials = study.get_trials(deepcopy=False)
     if k < 1 or any("replicate_of" in t.user_attrs for t in trials):
+        return record, None
+    if not claim_once(study, "replicates"):   # another process on this store queued them
         return record, None
     ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")
           and t.user_attrs.get("final_loss") is not None]

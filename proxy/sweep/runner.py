@@ -39,7 +39,7 @@ from proxy.sweep.experiment import Experiment
 from proxy.sweep.ledger import budget_message, ledger, next_trial_cost, trial_flops
 from proxy.sweep.sampling import TrialSeededSampler, make_sampler, quiet_optuna, trial_seed
 from proxy.sweep.spec import RungSpec
-from proxy.sweep.store import experiment_study_names, fail_stale, open_storage, retry, study_name
+from proxy.sweep.store import claim_once, experiment_study_names, fail_stale, open_storage, retry, study_name
 
 DIVERGED_MARGIN = 0.1        # nats added to the clipped objective of a diverged trial
 SIMULATED_MAX_EXPERTS = 1 << 20   # expert loads the simulated backend draws per trial, at most
@@ -242,6 +242,8 @@ def enqueue_baseline(experiment: Experiment, rung: RungSpec, study: Any) -> None
     if spec is None or not spec.trained:
         return
     if any(t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)):
+        return
+    if not claim_once(study, "baseline"):   # another process queued it
         return
     params = setting(spec, experiment.search.box, experiment.data.domains, model_sizes(rung.config, rung.tokens))
     with warnings.catch_warnings():

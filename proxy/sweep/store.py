@@ -257,9 +257,23 @@ def _refuse_non_store(path: Path) -> None:
         raise ValueError(f"{path} is a SQLite database but not a trial store (it has no Optuna tables); "
                          "name another file")
     missing = [t for t in OPTUNA_TABLES if t not in tables]
-    if tables and missing:
+    # Only a store whose creation finished (its version rows are written last) can be missing a
+    # table: a store another process is creating right now is not damaged.
+    if tables and missing and _sqlite_version_rows(path):
         raise ValueError(f"the trial store {path} is damaged: it lacks the table(s) {', '.join(missing)}; "
                          "restore it from a copy, or name another file")
+
+
+def _sqlite_version_rows(path: Path) -> bool:
+    """True when the file holds Optuna's version row (written once its tables were created)."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            return con.execute("select count(*) from version_info").fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
 
 
 def _sqlite_schema_complete(path: Path) -> bool:
@@ -291,8 +305,19 @@ def _fast_sqlite(storage: Any, path: Path) -> None:
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("pragma synchronous=normal")
+        # The driver's own transaction handling starts a transaction only at the first write, so
+        # Optuna's read-then-update steps (taking a WAITING trial to RUNNING, above all) ran their
+        # read outside it: two workers both read WAITING and both took the same enqueued trial,
+        # and one trained it for nothing. Every transaction now begins IMMEDIATE (below): it holds
+        # the write lock from its first statement, the second worker waits, then reads RUNNING and
+        # takes another trial. Readers are not blocked (write-ahead log).
+        dbapi_connection.isolation_level = None
+
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    sqlalchemy.event.listen(storage.engine, "begin", on_begin)
     storage.engine.dispose()  # reconnect with the pragma
 
 
@@ -414,6 +439,25 @@ def claim_failed(storage: Any, trial_id: int) -> bool:
             "UPDATE trials SET state = 'FAIL', datetime_complete = CURRENT_TIMESTAMP "
             "WHERE trial_id = :id AND state = 'RUNNING'"), {"id": int(trial_id)}).rowcount
     return changed == 1
+
+
+def claim_once(study: Any, what: str) -> bool:
+    """True for exactly one caller, whatever the processes: an ``INSERT`` of the study attribute
+    ``claim:<what>`` that the store's unique (study, key) index lets through once. For the points
+    a process queues on a shared rung (its baseline, its replicates, the re-centred start):
+    Optuna's ``skip_if_exists`` is a check-then-insert, and two ``ladder run``s on one store both
+    passed it."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    try:
+        with rdb_storage(study._storage).engine.begin() as con:
+            con.execute(sqlalchemy.text(
+                "INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (:sid, :key, 'true')"),
+                {"sid": int(study._study_id), "key": f"claim:{what}"})
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
 
 
 # What a retry keeps of the failed trial's user attributes: those that name the point (set when

@@ -150,7 +150,7 @@ def write_json(path: Path, doc: Any) -> Path:
     from transfer.plan import _jsonable
 
     doc = _jsonable(doc)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # one a process: two runs on one folder
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n")
     tmp.replace(path)
     return path

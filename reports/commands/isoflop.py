@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
            "prediction": None if at is None else
            {"flops": at, **{f"ci{round(level * 100)}": p.to_dict() for level, p in predictions.items()}}}
     json_path = out / "compute_optimal.json"
-    tmp = json_path.with_suffix(".json.tmp")   # written whole, then renamed: no reader sees half a file
+    tmp = json_path.with_name(f"{json_path.name}.{os.getpid()}.tmp")   # written whole, then renamed: no reader sees half a file
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     tmp.replace(json_path)
     png = out / "compute_optimal.png"
