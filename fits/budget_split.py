@@ -43,9 +43,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+from scipy import stats
+
 from fits.axes import SizePoint
 from fits.power_law import TrendFit
-from fits.search_value import SearchValue, compute_multiplier
+from fits.compute_law import compute_multiplier
+from fits.search_value import SearchValue
 
 DEFAULT_GRID = (3, 4, 6, 8, 12, 16, 24, 32, 48)
 Z95 = 1.959963984540054
@@ -140,15 +144,10 @@ def _target_sd(trend: TrendFit, target: SizePoint, scale: Mapping[str, float]) -
     prediction variance of ``fits.power_law`` with today's tau^2 and Knapp-Hartung factor. (A
     refit would re-estimate tau^2 from the same optima with smaller errors and call more of their
     scatter real, so the interval could widen with more trials.)"""
-    import numpy as np
-
     labels = trend.labels or ("",) * trend.n
     se = np.asarray([s * scale.get(lb, 1.0) for s, lb in zip(trend.value_se, labels)], dtype=float)
     tau2 = trend.tau2 or 0.0
-    cols = [np.ones(trend.n), np.log(trend.sizes) - trend.log_size_mean]
-    if trend.tokens is not None:
-        cols.append(np.log(trend.tokens) - trend.log_tokens_mean)
-    x = np.column_stack(cols)
+    x = np.vstack([trend._x0(n, t) for n, t in zip(trend.sizes, trend.tokens or (None,) * trend.n)])
     w = 1.0 / (se ** 2 + tau2)
     size, tokens = trend.regressors_of(target)
     x0 = trend._x0(size, tokens)
@@ -193,8 +192,6 @@ def budget_split(value: SearchValue, trends: Mapping[str, TrendFit], target: Siz
     extra = {r: max(counts[r] - sampled.get(r, counts[r]), 0.0) for r in counts}
     current = int(round(sorted(sampled.values())[len(sampled) // 2]))
     # Today's sd of each planned optimum, as the search value used it (normal-equivalent).
-    from scipy import stats
-
     s_now = {k.knob: k.u_opt_scale * float(stats.t.ppf(0.975, k.df)) / Z95 for k in knobs}
     base_sd = {k.knob: _target_sd(trends[k.knob], target, {}) for k in knobs}
     rows = []

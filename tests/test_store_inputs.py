@@ -64,6 +64,15 @@ def _ladder(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def _export_args(tmp_path: Path, db: Path) -> tuple[str, ...]:
+    """``ladder export`` of experiment "base" from the SQLite store ``db`` to ``x.csv``."""
+    return ("export", "--storage", f"sqlite:///{db}", "--experiment", "base", "--out", str(tmp_path / "x.csv"))
+
+
+def _export(tmp_path: Path, db: Path) -> subprocess.CompletedProcess:
+    return _ladder(tmp_path, *_export_args(tmp_path, db))
+
+
 def _one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
@@ -240,7 +249,7 @@ def test_read_only_commands_leave_the_store_as_it_was(tmp_path):
     con.close()
     before = db.read_bytes()
     for args in (("status", str(path)), ("fit", str(path)), ("plan", str(path)), ("review", str(path)),
-                 ("export", "--storage", f"sqlite:///{db}", "--experiment", "base", "--out", str(tmp_path / "x.csv"))):
+                 _export_args(tmp_path, db)):
         out = _ladder(tmp_path, *args)
         assert "Traceback" not in out.stderr, out.stderr[-2000:]
         assert db.read_bytes() == before, args
@@ -253,8 +262,7 @@ def test_an_empty_file_is_not_taken_for_an_empty_store(tmp_path):
     _one_line_error(_ladder(tmp_path, "fit", str(path)), "empty file")
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "empty file")
-    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{tmp_path / 'trials.db'}", "--experiment",
-                            "base", "--out", str(tmp_path / "x.csv")), "empty file")
+    _one_line_error(_export(tmp_path, tmp_path / 'trials.db'), "empty file")
     assert (tmp_path / "trials.db").stat().st_size == 0
 
 
@@ -270,8 +278,7 @@ def test_a_foreign_database_is_left_untouched(tmp_path):
         _one_line_error(_ladder(tmp_path, command, str(path)), "not a trial store")
     out = _ladder(tmp_path, "sweep", str(path), "--no-progress")
     _one_line_error(out, "not a trial store")
-    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{db}", "--experiment", "base",
-                            "--out", str(tmp_path / "x.csv")), "not a trial store")
+    _one_line_error(_export(tmp_path, db), "not a trial store")
     assert db.read_bytes() == before
 
 
@@ -293,8 +300,7 @@ def test_a_damaged_store_is_one_line(tmp_path, command):
     path = _swept(tmp_path)
     _damage(tmp_path / "trials.db")
     if command == "export":
-        args = ("export", "--storage", f"sqlite:///{tmp_path / 'trials.db'}", "--experiment", "base",
-                "--out", str(tmp_path / "x.csv"))
+        args = _export_args(tmp_path, tmp_path / 'trials.db')
     else:
         args = (command, str(path)) + (("--no-progress",) if command == "sweep" else ())
     out = _ladder(tmp_path, *args)
@@ -316,8 +322,7 @@ def test_a_dropped_table_is_one_line(tmp_path):
     _one_line_error(_ladder(tmp_path, "fit", str(path)), "trial_user_attributes")
     # A sweep must not re-create the table empty and start over.
     _one_line_error(_ladder(tmp_path, "sweep", str(path), "--no-progress"), "trial_user_attributes", str(db))
-    _one_line_error(_ladder(tmp_path, "export", "--storage", f"sqlite:///{db}", "--experiment", "base",
-                            "--out", str(tmp_path / "x.csv")), "trial_user_attributes")
+    _one_line_error(_export(tmp_path, db), "trial_user_attributes")
     assert db.read_bytes() == before
 
 
@@ -330,7 +335,7 @@ def test_a_null_in_the_store_is_one_line_naming_it(tmp_path, command):
     con.commit()
     con.close()
     if command == "export":
-        args = ("export", "--storage", f"sqlite:///{db}", "--experiment", "base", "--out", str(tmp_path / "x.csv"))
+        args = _export_args(tmp_path, db)
     else:
         args = (command, str(path))
     _one_line_error(_ladder(tmp_path, *args), "malformed", str(db))
@@ -345,6 +350,5 @@ def test_a_store_with_a_newer_schema_is_one_line(tmp_path):
     for command in ("fit", "sweep"):
         out = _ladder(tmp_path, command, str(path), *(("--no-progress",) if command == "sweep" else ()))
         _one_line_error(out, "cannot be used")
-    out = _ladder(tmp_path, "export", "--storage", f"sqlite:///{tmp_path / 'trials.db'}", "--experiment", "base",
-                  "--out", str(tmp_path / "x.csv"))
+    out = _export(tmp_path, tmp_path / 'trials.db')
     _one_line_error(out, "cannot be used")

@@ -532,8 +532,7 @@ def make_plan(experiment: Experiment, fits: Fits, ledger: LedgerSummary, command
                 provenance=provenance_for(experiment, command), box_adjustments=tuple(adjustments), notes=tuple(notes))
 
 
-def plan_budget_split(experiment: Experiment, fits: Fits, plan: Any, ledger: LedgerSummary,
-                      grid: Any = None) -> Any:
+def plan_budget_split(experiment: Experiment, fits: Fits, plan: Any, grid: Any = None) -> Any:
     """``fits.budget_split.budget_split`` for a made plan: what the search would be worth with n
     trials per rung (``ladder plan --budget-split``). The sampler's trials on a rung are its
     complete trials that are neither the baseline nor a replicate seed. Raises ValueError when
@@ -543,6 +542,7 @@ def plan_budget_split(experiment: Experiment, fits: Fits, plan: Any, ledger: Led
     if plan.search_value is None:
         why = next((n for n in plan.notes if "search value" in n), "the search value was not priced")
         raise ValueError(f"no budget split: {why}")
+    ledger = plan.ledger
     counts = {r: float(n) for r, n in ledger.trials_per_rung.items() if n > 0}
     sampled = {}
     for rung in counts:

@@ -19,6 +19,7 @@ plan prices the box centre from the fitted surfaces alone.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -156,3 +157,29 @@ def parse_baseline(table: Any, box: tuple[KnobSpec, ...], rungs: tuple[Any, ...]
                                       f"({min(values):.3g} to {max(values):.3g}): the fits cannot price it", spec)
         rules[name] = rule
     return BaselineSpec(rules=rules, counts=counts, trained=True)
+
+
+def baseline_extra(experiment: Any) -> int:
+    """1 when the experiment trains a baseline that is extra to the rung's trials, else 0."""
+    spec = getattr(experiment, "baseline", None)
+    return int(spec is not None and spec.trained and not spec.counts)
+
+
+def enqueue_baseline(experiment: Any, rung: Any, study: Any) -> None:
+    """Queue the hand-set config once on ``rung`` (``proxy.sweep.baseline``): never again once
+    the study holds a trial marked ``baseline``, whatever its state (a failed one is retried
+    with its mark, ``proxy.sweep.store.RETRY_KEEPS``)."""
+    spec = getattr(experiment, "baseline", None)
+    if spec is None or not spec.trained:
+        return
+    if any(t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)):
+        return
+    from proxy.sweep.store import claim_once
+
+    if not claim_once(study, "baseline"):   # another process queued it
+        return
+    params = setting(spec, experiment.search.box, experiment.data.domains, model_sizes(rung.config, rung.tokens))
+    with warnings.catch_warnings():
+        # A hand-set value outside a re-centred rung's box is trained as it is: Optuna warns.
+        warnings.simplefilter("ignore")
+        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})

@@ -39,7 +39,8 @@ from proxy.sweep.experiment import Experiment
 from proxy.sweep.ledger import budget_message, ledger, next_trial_cost, trial_flops
 from proxy.sweep.sampling import TrialSeededSampler, make_sampler, quiet_optuna, trial_seed
 from proxy.sweep.spec import RungSpec
-from proxy.sweep.store import claim_once, experiment_study_names, fail_stale, open_storage, retry, study_name
+from proxy.sweep.baseline import baseline_extra, enqueue_baseline
+from proxy.sweep.store import experiment_study_names, fail_stale, open_storage, retry, study_name
 
 DIVERGED_MARGIN = 0.1        # nats added to the clipped objective of a diverged trial
 SIMULATED_MAX_EXPERTS = 1 << 20   # expert loads the simulated backend draws per trial, at most
@@ -224,32 +225,6 @@ def rung_progress(experiment: Experiment, rung: RungSpec, storage: Any) -> RungP
                         best_loss=None if best is None else best.value,
                         best_params={} if best is None else dict(best.params),
                         spent_flops=spent, budget_flops=experiment.budget_flops)
-
-
-def baseline_extra(experiment: Experiment) -> int:
-    """1 when the experiment trains a baseline that is extra to the rung's trials, else 0."""
-    spec = getattr(experiment, "baseline", None)
-    return int(spec is not None and spec.trained and not spec.counts)
-
-
-def enqueue_baseline(experiment: Experiment, rung: RungSpec, study: Any) -> None:
-    """Queue the hand-set config once on ``rung`` (``proxy.sweep.baseline``): never again once
-    the study holds a trial marked ``baseline``, whatever its state (a failed one is retried
-    with its mark, ``proxy.sweep.store.RETRY_KEEPS``)."""
-    from proxy.sweep.baseline import BASELINE_ATTR, model_sizes, setting
-
-    spec = getattr(experiment, "baseline", None)
-    if spec is None or not spec.trained:
-        return
-    if any(t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)):
-        return
-    if not claim_once(study, "baseline"):   # another process queued it
-        return
-    params = setting(spec, experiment.search.box, experiment.data.domains, model_sizes(rung.config, rung.tokens))
-    with warnings.catch_warnings():
-        # A hand-set value outside a re-centred rung's box is trained as it is: Optuna warns.
-        warnings.simplefilter("ignore")
-        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})
 
 
 def sweep_rung(experiment: Experiment, rung: RungSpec, *, storage: Any = None, worker: int = 0,

@@ -264,12 +264,15 @@ def _refuse_non_store(path: Path) -> None:
                          "restore it from a copy, or name another file")
 
 
-def _sqlite_version_rows(path: Path) -> bool:
-    """True when the file holds Optuna's version row (written once its tables were created)."""
+def _sqlite_version_rows(path: Path, tables: tuple[str, ...] = ("version_info",)) -> bool:
+    """True when each of ``tables`` (Optuna's version tables) holds a row: they are written once
+    the store's tables were created (a read-only look; False when the file cannot say)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
-            return con.execute("select count(*) from version_info").fetchone()[0] > 0
+            return all(con.execute(f"select count(*) from {t}").fetchone()[0] > 0 for t in tables)
         finally:
             con.close()
     except sqlite3.Error:
@@ -277,18 +280,8 @@ def _sqlite_version_rows(path: Path) -> bool:
 
 
 def _sqlite_schema_complete(path: Path) -> bool:
-    """True when the file holds Optuna's tables with their version row (read-only look)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
-        try:
-            return con.execute("select count(*) from version_info").fetchone()[0] > 0 and \
-                con.execute("select count(*) from alembic_version").fetchone()[0] > 0
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
+    """True when the file holds Optuna's tables with their version rows (read-only look)."""
+    return _sqlite_version_rows(path, ("version_info", "alembic_version"))
 
 
 def _fast_sqlite(storage: Any, path: Path) -> None:

@@ -69,16 +69,15 @@ def plan_and_write(experiment: Any, storage: Any, out: str | None, command: str)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transfer.extrapolate import ledger_summary, plan_budget_split
+    from transfer.extrapolate import plan_budget_split
 
     grid = parse_grid(args.budget_split) if args.budget_split is not None else None
     exp = load(args)
-    storage = open_store(exp)
-    fits, plan = plan_and_write(exp, storage, args.out, "ladder plan")
+    fits, plan = plan_and_write(exp, open_store(exp), args.out, "ladder plan")
     print(plan_summary(plan))
     path = run_dir(exp, args.out) / "plan.json"
     if args.budget_split is not None:
-        split = plan_budget_split(exp, fits, plan, ledger_summary(exp, storage), grid)
+        split = plan_budget_split(exp, fits, plan, grid)
         print("\nBudget split: the search's expected worth with n trials per rung (point estimates)")
         print(split.table())
         print("assumes: " + "; ".join(split.assumptions))
